@@ -1,0 +1,33 @@
+"""Base64url without padding, the encoding Arweave uses for ids, keys and signatures."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+
+class B64Error(ValueError):
+    """Raised when a string is not valid base64url."""
+
+
+def b64url_encode(data: bytes) -> str:
+    """Encode bytes as unpadded base64url."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str | bytes) -> bytes:
+    """Decode unpadded (or padded) base64url; raise B64Error on anything else."""
+    if isinstance(text, bytes):
+        text = text.decode("ascii", errors="strict")
+    stripped = text.rstrip("=")
+    if any(c not in _ALPHABET for c in stripped):
+        raise B64Error(f"not base64url: {text[:40]!r}")
+    if len(stripped) % 4 == 1:
+        raise B64Error(f"bad base64url length {len(stripped)}")
+    try:
+        return base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
+    except (binascii.Error, ValueError) as exc:  # pragma: no cover - alphabet checked above
+        raise B64Error(str(exc)) from exc
+
+
+_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
