@@ -1,0 +1,324 @@
+"""The embedded permaweb store: metadata in the database, L1 data as content-addressed files on disk.
+
+Data items (messages, at most a few hundred KiB) keep their serialized bytes in the
+database; L1 transaction data (modules, model weights) is streamed to a file named
+by its data_root and read back chunk by chunk, each chunk checked against its Merkle
+proof before a byte of it is returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max, Q
+
+from ao import models
+from ao.permaweb import dataitem, merkle
+from ao.permaweb import transaction as l1
+from ao.permaweb.b64 import b64url_decode, b64url_encode
+from ao.permaweb.store import (
+    ChunkVerificationError,
+    Duplicate,
+    Invalid,
+    NotFound,
+    Record,
+    Store,
+    Tag,
+)
+from ao.permaweb.wallet import address_of
+
+COPY_BUFFER = 1024 * 1024
+MAX_QUERY_PAGE = 1000
+
+
+class EmbeddedStore(Store):
+    """Store backed by this node's database and a blob directory."""
+
+    def __init__(self, blob_dir: str | os.PathLike[str]) -> None:
+        self.blob_dir = Path(blob_dir)
+
+    # -- data items -------------------------------------------------------------------------
+
+    def put_item(self, raw: bytes) -> str:
+        """Verify and keep a signed data item."""
+        item = self.parse_item(raw)
+        self.save_item(item)
+        return item.id
+
+    @staticmethod
+    def parse_item(raw: bytes, max_size: int | None = None) -> dataitem.DataItem:
+        """Parse and verify a data item, or raise Invalid."""
+        try:
+            item = dataitem.parse(raw, max_size=max_size)
+        except dataitem.DataItemError as exc:
+            raise Invalid(str(exc)) from exc
+        if not dataitem.verify(item):
+            raise Invalid(f"data item {item.id}: signature does not verify")
+        return item
+
+    def save_item(self, item: dataitem.DataItem) -> models.Entry:
+        """Insert an already verified item; raise Duplicate if its id is known."""
+        try:
+            with transaction.atomic():
+                entry = models.Entry.objects.create(
+                    id=item.id,
+                    kind=models.Entry.Kind.ITEM,
+                    signature_type=item.signature_type,
+                    owner=item.owner_b64,
+                    owner_address=item.owner_address,
+                    target=item.target_b64,
+                    anchor=item.anchor_b64,
+                    data_size=len(item.data),
+                    raw=item.serialize(),
+                    block_id=self._current_height_or_none(),
+                )
+                models.EntryTag.objects.bulk_create(
+                    models.EntryTag(entry=entry, position=i, name=name, value=value)
+                    for i, (name, value) in enumerate(item.tags)
+                )
+        except IntegrityError as exc:
+            if models.Entry.objects.filter(id=item.id).exists():
+                raise Duplicate(f"data item {item.id} is already stored") from exc
+            raise
+        return entry
+
+    def get_item_bytes(self, item_id: str) -> bytes:
+        """The serialized item."""
+        raw = (
+            models.Entry.objects.filter(id=item_id, kind=models.Entry.Kind.ITEM)
+            .values_list("raw", flat=True)
+            .first()
+        )
+        if raw is None:
+            raise NotFound(f"no data item {item_id}")
+        return bytes(raw)
+
+    def get_item(self, item_id: str) -> dataitem.DataItem:
+        """The parsed item."""
+        return dataitem.parse(self.get_item_bytes(item_id))
+
+    # -- L1 transactions --------------------------------------------------------------------
+
+    def put_transaction(self, header: dict, data: BinaryIO | bytes) -> str:
+        """Verify a signed v2 header, stream its data to disk, check data_root, keep it."""
+        try:
+            tx = l1.parse_header(header)
+        except l1.TransactionError as exc:
+            raise Invalid(str(exc)) from exc
+        if not l1.verify_header(header):
+            raise Invalid(f"transaction {tx.id}: signature does not verify")
+        stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+        blob_path, chunks = self._write_blob(stream, tx.data_size, tx.data_root)
+        try:
+            with transaction.atomic():
+                block = self._mine_block(tx.id)
+                weave_end = models.Entry.objects.aggregate(m=Max("weave_offset"))["m"]
+                weave_offset = ((weave_end if weave_end is not None else -1) + tx.data_size) if tx.data_size else None
+                entry = models.Entry.objects.create(
+                    id=tx.id,
+                    kind=models.Entry.Kind.TX,
+                    signature_type=1,
+                    owner=b64url_encode(tx.owner),
+                    owner_address=address_of(tx.owner),
+                    target=tx.target,
+                    anchor=tx.last_tx,
+                    data_size=tx.data_size,
+                    data_root=b64url_encode(tx.data_root),
+                    header=l1.header_without_data(header),
+                    blob=blob_path.name,
+                    block=block,
+                    weave_offset=weave_offset,
+                )
+                models.EntryTag.objects.bulk_create(
+                    models.EntryTag(entry=entry, position=i, name=name, value=value)
+                    for i, (name, value) in enumerate(tx.tags)
+                )
+                models.Chunk.objects.bulk_create(
+                    models.Chunk(entry=entry, index=i, start=c.start, end=c.end, data_path=c.data_path)
+                    for i, c in enumerate(chunks)
+                )
+        except IntegrityError as exc:
+            if models.Entry.objects.filter(id=tx.id).exists():
+                raise Duplicate(f"transaction {tx.id} is already stored") from exc
+            raise
+        return tx.id
+
+    def _write_blob(self, stream: BinaryIO, size: int, data_root: bytes) -> tuple[Path, list[merkle.ChunkProof]]:
+        """Copy exactly size bytes to a temp file while hashing chunks; keep it only if data_root matches."""
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=self.blob_dir, prefix=".incoming-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                builder = merkle.StreamingTree(size)
+                remaining = size
+                while remaining > 0:
+                    piece = stream.read(min(COPY_BUFFER, remaining))
+                    if not piece:
+                        raise Invalid(f"data ended {remaining} bytes short of data_size {size}")
+                    builder.update(piece)
+                    out.write(piece)
+                    remaining -= len(piece)
+                if stream.read(1):
+                    raise Invalid(f"data is longer than data_size {size}")
+                tree = builder.finish()
+            if tree.data_root != data_root:
+                raise Invalid("data does not match the transaction's data_root")
+            final = self.blob_dir / hashlib.sha256(data_root + size.to_bytes(8, "big")).hexdigest()
+            os.replace(tmp_name, final)
+            return final, tree.proofs()
+        except BaseException:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+            raise
+
+    def get_transaction(self, tx_id: str) -> dict:
+        """The header, as /tx/{id} shows it."""
+        header = (
+            models.Entry.objects.filter(id=tx_id, kind=models.Entry.Kind.TX).values_list("header", flat=True).first()
+        )
+        if header is None:
+            raise NotFound(f"no transaction {tx_id}")
+        return dict(header)
+
+    def data_size(self, tx_or_item_id: str) -> int:
+        """Size of the data."""
+        size = models.Entry.objects.filter(id=tx_or_item_id).values_list("data_size", flat=True).first()
+        if size is None:
+            raise NotFound(f"nothing stored under {tx_or_item_id}")
+        return int(size)
+
+    def read(self, tx_or_item_id: str, start: int = 0, end: int | None = None) -> bytes:
+        """Bytes [start, end) of the data, L1 chunks verified against data_root."""
+        entry = models.Entry.objects.filter(id=tx_or_item_id).only("kind", "data_size", "data_root", "blob").first()
+        if entry is None:
+            raise NotFound(f"nothing stored under {tx_or_item_id}")
+        start, end = _clamp_range(start, end, entry.data_size)
+        if entry.kind == models.Entry.Kind.ITEM:
+            return self.get_item(tx_or_item_id).data[start:end]
+        if start == end:
+            return b""
+        chunks = models.Chunk.objects.filter(entry=entry, end__gt=start, start__lt=end).order_by("index")
+        root = b64url_decode(entry.data_root)
+        out = bytearray()
+        with open(self.blob_dir / entry.blob, "rb") as fh:
+            for chunk in chunks:
+                fh.seek(chunk.start)
+                body = fh.read(chunk.end - chunk.start)
+                if not merkle.verify_chunk(root, entry.data_size, body, bytes(chunk.data_path), chunk.start):
+                    raise ChunkVerificationError(
+                        f"transaction {tx_or_item_id}: chunk {chunk.index} (bytes {chunk.start}-{chunk.end}) "
+                        "does not match its proof; the stored copy is corrupt"
+                    )
+                lo, hi = max(start, chunk.start), min(end, chunk.end)
+                out += body[lo - chunk.start : hi - chunk.start]
+        return bytes(out)
+
+    def chunk_at(self, tx_id: str, offset: int) -> models.Chunk:
+        """The chunk of an L1 transaction that holds relative byte offset."""
+        chunk = models.Chunk.objects.filter(entry__id=tx_id, start__lte=offset, end__gt=offset).first()
+        if chunk is None:
+            raise NotFound(f"transaction {tx_id} has no chunk at offset {offset}")
+        return chunk
+
+    # -- queries and blocks ---------------------------------------------------------------------
+
+    def query(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        tags: Iterable[tuple[str, Sequence[str]]] = (),
+        owners: Sequence[str] | None = None,
+        first: int = 100,
+        after: str | None = None,
+        descending: bool = False,
+        recipients: Sequence[str] | None = None,
+    ) -> list[Record]:
+        """Records matching every filter, ordered by store sequence."""
+        qs = models.Entry.objects.all()
+        if ids is not None:
+            qs = qs.filter(id__in=list(ids))
+        if owners is not None:
+            qs = qs.filter(owner_address__in=list(owners))
+        if recipients is not None:
+            qs = qs.filter(target__in=list(recipients))
+        for name, values in tags:
+            qs = qs.filter(
+                Q(pk__in=models.EntryTag.objects.filter(name=name, value__in=list(values)).values("entry_id"))
+            )
+        if after is not None:
+            try:
+                cursor = int(after)
+            except ValueError as exc:
+                raise Invalid(f"bad cursor {after!r}") from exc
+            qs = qs.filter(seq__lt=cursor) if descending else qs.filter(seq__gt=cursor)
+        qs = qs.order_by("-seq" if descending else "seq")[: max(0, min(first, MAX_QUERY_PAGE))]
+        entries = list(qs.prefetch_related("tag_rows"))
+        return [
+            Record(
+                id=e.id,
+                owner=e.owner,
+                owner_address=e.owner_address,
+                tags=tuple(Tag(t.name, t.value) for t in sorted(e.tag_rows.all(), key=lambda t: t.position)),
+                data_size=e.data_size,
+                kind=e.kind,
+                block_height=e.block_id,
+                target=e.target,
+                extra={"cursor": str(e.seq), "anchor": e.anchor},
+            )
+            for e in entries
+        ]
+
+    def block_height(self) -> int:
+        """Height of the newest block (0 for the genesis block)."""
+        return self._current_height_or_none() or 0
+
+    def get_block(self, height: int) -> models.Block:
+        """A block by height."""
+        block = models.Block.objects.filter(height=height).first()
+        if block is None:
+            raise NotFound(f"no block at height {height}")
+        return block
+
+    @staticmethod
+    def _current_height_or_none() -> int | None:
+        return models.Block.objects.aggregate(h=Max("height"))["h"]
+
+    @staticmethod
+    def _mine_block(tx_id: str) -> models.Block:
+        """Append a block holding one transaction (called inside the storing transaction)."""
+        last = models.Block.objects.select_for_update().order_by("-height").first()
+        height = 0 if last is None else last.height + 1
+        previous = "" if last is None else last.indep_hash
+        indep = b64url_encode(hashlib.sha384(f"{height}:{previous}:{tx_id}".encode()).digest())
+        return models.Block.objects.create(
+            height=height, indep_hash=indep, previous=previous, timestamp=int(time.time())
+        )
+
+
+def _clamp_range(start: int, end: int | None, size: int) -> tuple[int, int]:
+    """Validate a byte range against a size; end=None means to the end."""
+    if end is None:
+        end = size
+    if start < 0 or end < start:
+        raise Invalid(f"bad byte range {start}-{end}")
+    return min(start, size), min(end, size)
+
+
+def chunk_by_weave_offset(offset: int) -> tuple[models.Entry, models.Chunk]:
+    """The transaction and chunk holding an absolute weave offset (what /chunk/{offset} serves)."""
+    entry = models.Entry.objects.filter(weave_offset__gte=offset).order_by("weave_offset").first()
+    if entry is None or entry.weave_offset - entry.data_size + 1 > offset:
+        raise NotFound(f"no chunk at weave offset {offset}")
+    relative = offset - (entry.weave_offset - entry.data_size + 1)
+    chunk = models.Chunk.objects.filter(entry=entry, start__lte=relative, end__gt=relative).first()
+    if chunk is None:  # pragma: no cover - chunks cover the whole data by construction
+        raise NotFound(f"no chunk at weave offset {offset}")
+    return entry, chunk

@@ -1,0 +1,152 @@
+"""Tables of the AO runtime: the embedded permaweb store, the scheduler's log, the messenger's pushes."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Block(models.Model):
+    """A block of the embedded store's chain: each stored L1 transaction is mined into its own block."""
+
+    height = models.BigIntegerField(primary_key=True)
+    indep_hash = models.CharField(max_length=64, unique=True)
+    previous = models.CharField(max_length=64, blank=True)
+    timestamp = models.BigIntegerField(help_text="seconds since the epoch")
+
+    class Meta:
+        ordering = ["height"]
+
+
+class Entry(models.Model):
+    """A data item or L1 transaction kept by the embedded store."""
+
+    class Kind(models.TextChoices):
+        ITEM = "item", "ANS-104 data item"
+        TX = "tx", "L1 transaction"
+
+    seq = models.BigAutoField(primary_key=True, help_text="store order, for stable paging")
+    id = models.CharField(max_length=43, unique=True)
+    kind = models.CharField(max_length=4, choices=Kind.choices)
+    signature_type = models.PositiveSmallIntegerField()
+    owner = models.TextField(help_text="base64url public key")
+    owner_address = models.CharField(max_length=43, db_index=True)
+    target = models.CharField(max_length=43, blank=True, db_index=True)
+    anchor = models.CharField(max_length=64, blank=True)
+    data_size = models.BigIntegerField()
+    data_root = models.CharField(max_length=43, blank=True)
+    raw = models.BinaryField(null=True, help_text="serialized data item (items only)")
+    header = models.JSONField(null=True, help_text="L1 transaction header (transactions only)")
+    blob = models.CharField(max_length=64, blank=True, help_text="content address of the data file (L1)")
+    weave_offset = models.BigIntegerField(
+        null=True, unique=True, help_text="absolute offset of the last data byte in the weave (L1 with data)"
+    )
+    block = models.ForeignKey(Block, null=True, on_delete=models.PROTECT, related_name="entries")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "entries"
+        constraints = [
+            models.CheckConstraint(condition=models.Q(data_size__gte=0), name="entry_data_size_nonnegative"),
+            models.CheckConstraint(
+                condition=(models.Q(kind="item", raw__isnull=False) | models.Q(kind="tx", header__isnull=False)),
+                name="entry_kind_has_body",
+            ),
+        ]
+
+
+class EntryTag(models.Model):
+    """One tag of an entry, in order, for queries by name and value."""
+
+    entry = models.ForeignKey(Entry, on_delete=models.CASCADE, related_name="tag_rows")
+    position = models.PositiveSmallIntegerField()
+    name = models.CharField(max_length=1024)
+    value = models.TextField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["entry", "position"], name="entry_tag_position_unique")]
+        indexes = [models.Index(fields=["name", "value"], name="entry_tag_name_value")]
+
+
+class Chunk(models.Model):
+    """One 256 KiB (or smaller) chunk of an L1 transaction, with its Merkle proof."""
+
+    entry = models.ForeignKey(Entry, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    start = models.BigIntegerField()
+    end = models.BigIntegerField()
+    data_path = models.BinaryField()
+
+    class Meta:
+        ordering = ["entry", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["entry", "index"], name="chunk_index_unique"),
+            models.CheckConstraint(condition=models.Q(end__gt=models.F("start")), name="chunk_nonempty"),
+        ]
+
+
+class Process(models.Model):
+    """A process known to this scheduler, with the head of its log."""
+
+    id = models.CharField(primary_key=True, max_length=43)
+    owner_address = models.CharField(max_length=43, db_index=True)
+    module = models.CharField(max_length=43)
+    scheduler = models.CharField(max_length=43)
+    epoch = models.PositiveIntegerField(default=0)
+    next_nonce = models.BigIntegerField(default=0)
+    last_assignment = models.CharField(max_length=43, blank=True)
+    last_hash_chain = models.CharField(max_length=43, blank=True)
+    last_timestamp = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "processes"
+
+
+class Assignment(models.Model):
+    """One slot of a process's log: which message, at which nonce, signed by the scheduler."""
+
+    id = models.CharField(primary_key=True, max_length=43, help_text="the assignment item's id")
+    process = models.ForeignKey(Process, on_delete=models.PROTECT, related_name="assignments")
+    nonce = models.BigIntegerField()
+    epoch = models.PositiveIntegerField()
+    message = models.ForeignKey(Entry, on_delete=models.PROTECT, related_name="assignments")
+    hash_chain = models.CharField(max_length=43)
+    block_height = models.BigIntegerField()
+    timestamp = models.BigIntegerField(help_text="milliseconds since the epoch")
+    raw = models.BinaryField(help_text="the signed assignment data item")
+
+    class Meta:
+        ordering = ["process", "nonce"]
+        constraints = [
+            models.UniqueConstraint(fields=["process", "nonce"], name="assignment_nonce_unique"),
+            models.UniqueConstraint(fields=["process", "message"], name="assignment_message_unique"),
+            models.CheckConstraint(condition=models.Q(nonce__gte=0), name="assignment_nonce_nonnegative"),
+        ]
+
+
+class Push(models.Model):
+    """An outbox message the messenger must deliver exactly once: keyed by (process, nonce, index)."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "pending"
+        DELIVERED = "delivered", "delivered"
+        FAILED = "failed", "failed"
+
+    process = models.ForeignKey(Process, on_delete=models.PROTECT, related_name="pushes")
+    nonce = models.BigIntegerField()
+    index = models.PositiveIntegerField()
+    target = models.CharField(max_length=43)
+    item_id = models.CharField(max_length=43, unique=True)
+    raw = models.BinaryField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True)
+
+    class Meta:
+        ordering = ["process", "nonce", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["process", "nonce", "index"], name="push_identity_unique"),
+        ]
+        indexes = [models.Index(fields=["state", "process"], name="push_state_process")]

@@ -1,0 +1,215 @@
+"""Every write of the AO units: scheduling (SU), submission and exactly-once delivery (MU)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from ao import models
+from ao.effects import keys
+from ao.effects.stores import embedded_store
+from ao.errors import BadSignature, DuplicateMessage, InvalidMessage, UnknownProcess, WrongScheduler
+from ao.permaweb import dataitem
+from ao.permaweb.store import Duplicate, Invalid
+from ao.units import mu, su
+
+log = logging.getLogger(__name__)
+
+MAX_PUSH_ATTEMPTS = 5
+
+
+def _parse_verified(raw: bytes) -> dataitem.DataItem:
+    """Parse and verify a submitted item, mapping store errors to the units' errors."""
+    su.check_size(raw, settings.AO["MAX_MESSAGE_BYTES"])
+    try:
+        item = dataitem.parse(raw, max_size=settings.AO["MAX_MESSAGE_BYTES"])
+    except dataitem.DataItemError as exc:
+        raise InvalidMessage(f"not a valid ANS-104 data item: {exc}") from exc
+    if not dataitem.verify(item):
+        raise BadSignature(f"data item {item.id}: signature does not verify")
+    return item
+
+
+def su_schedule(*, raw: bytes) -> models.Assignment:
+    """Verify an item and assign it the next nonce of its process's log (a spawn takes nonce 0)."""
+    item = _parse_verified(raw)
+    return su_assign(item=item, schedulable=su.classify(item))
+
+
+def su_assign(*, item: dataitem.DataItem, schedulable: su.Schedulable) -> models.Assignment:
+    """Store a verified item and its signed assignment in one transaction; nothing on error."""
+    key = keys.scheduler_key()
+    store = embedded_store()
+    try:
+        with transaction.atomic():
+            if schedulable.is_spawn:
+                if item.tag("Scheduler") != key.address:
+                    raise WrongScheduler(
+                        f"process names scheduler {item.tag('Scheduler')}; this scheduler is {key.address}"
+                    )
+                entry = store.save_item(item)
+                process = models.Process.objects.create(
+                    id=item.id,
+                    owner_address=item.owner_address,
+                    module=item.tag("Module") or "",
+                    scheduler=key.address,
+                )
+            else:
+                process = models.Process.objects.select_for_update().filter(id=schedulable.process_id).first()
+                if process is None:
+                    raise UnknownProcess(f"no process {schedulable.process_id} on this scheduler")
+                entry = store.save_item(item)
+            return _append(process, entry, key)
+    except Duplicate as exc:
+        raise DuplicateMessage(str(exc)) from exc
+    except IntegrityError as exc:
+        if models.Entry.objects.filter(id=item.id).exists():
+            raise DuplicateMessage(f"message {item.id} is already scheduled") from exc
+        raise
+
+
+def _append(process: models.Process, entry: models.Entry, key: object) -> models.Assignment:
+    """Write the next slot of a locked process's log."""
+    nonce = process.next_nonce
+    if nonce == 0:
+        hash_chain = su.first_hash_chain(process.id)
+    else:
+        hash_chain = su.next_hash_chain(process.last_assignment, process.last_hash_chain)
+    # Timestamps never go backwards within a log, whatever the wall clock does.
+    timestamp = max(int(time.time() * 1000), process.last_timestamp)
+    height = embedded_store().block_height()
+    item = su.build_assignment(
+        key,  # type: ignore[arg-type]
+        process_id=process.id,
+        message_id=entry.id,
+        epoch=process.epoch,
+        nonce=nonce,
+        hash_chain=hash_chain,
+        block_height=height,
+        timestamp_ms=timestamp,
+    )
+    assignment = models.Assignment.objects.create(
+        id=item.id,
+        process=process,
+        nonce=nonce,
+        epoch=process.epoch,
+        message=entry,
+        hash_chain=hash_chain,
+        block_height=height,
+        timestamp=timestamp,
+        raw=item.serialize(),
+    )
+    models.Process.objects.filter(id=process.id).update(
+        next_nonce=nonce + 1, last_assignment=item.id, last_hash_chain=hash_chain, last_timestamp=timestamp
+    )
+    return assignment
+
+
+def mu_submit(*, raw: bytes) -> models.Assignment:
+    """The messenger's intake: a signed item from a user goes to this node's scheduler."""
+    return su_schedule(raw=raw)
+
+
+def mu_record_outbox(
+    *, process_id: str, nonce: int, messages: Sequence[mu.OutboxMessage]
+) -> list[models.Push]:
+    """Record the outbox of one evaluated message as pushes; recording twice changes nothing."""
+    assignment = (
+        models.Assignment.objects.select_related("process", "message").filter(process_id=process_id, nonce=nonce).first()
+    )
+    if assignment is None:
+        raise UnknownProcess(f"process {process_id} has no message at nonce {nonce}")
+    source = dataitem.parse(bytes(assignment.message.raw))
+    trusted = source.owner_address == keys.messenger_key().address
+    root = mu.pushed_for(source.tags, source.id, trusted)
+    signer = keys.messenger_key()
+    pushes = []
+    with transaction.atomic():
+        for index, message in enumerate(messages):
+            item = mu.build_push(
+                signer,
+                process_id=process_id,
+                module_id=assignment.process.module,
+                nonce=nonce,
+                index=index,
+                pushed_for=root,
+                message=message,
+            )
+            push, _ = models.Push.objects.get_or_create(
+                process_id=process_id,
+                nonce=nonce,
+                index=index,
+                defaults={"target": message.target, "item_id": item.id, "raw": item.serialize()},
+            )
+            pushes.append(push)
+    return pushes
+
+
+def mu_deliver_pending(*, process_id: str | None = None, limit: int = 1000) -> int:
+    """Hand pending pushes to their targets' scheduler in (process, nonce, index) order; return how many landed."""
+    pending = models.Push.objects.filter(state=models.Push.State.PENDING)
+    if process_id is not None:
+        pending = pending.filter(process_id=process_id)
+    delivered = 0
+    for push_id in pending.order_by("process_id", "nonce", "index").values_list("id", flat=True)[:limit]:
+        if _deliver_one(push_id):
+            delivered += 1
+    return delivered
+
+
+def _deliver_one(push_id: int) -> bool:
+    """Deliver one push; a duplicate at the scheduler means an earlier attempt already landed."""
+    claimed = models.Push.objects.filter(id=push_id, state=models.Push.State.PENDING).update(
+        attempts=F("attempts") + 1
+    )
+    if not claimed:
+        return False
+    push = models.Push.objects.get(id=push_id)
+    error = ""
+    try:
+        su_schedule(raw=bytes(push.raw))
+    except DuplicateMessage:
+        log.info("push %s was already scheduled; marking it delivered", push.item_id)
+    except (UnknownProcess, InvalidMessage, WrongScheduler) as exc:
+        error = str(exc)
+    if error:
+        state = models.Push.State.FAILED if push.attempts >= MAX_PUSH_ATTEMPTS else models.Push.State.PENDING
+        models.Push.objects.filter(id=push_id).update(state=state, error=error)
+        return False
+    models.Push.objects.filter(id=push_id).update(
+        state=models.Push.State.DELIVERED, delivered_at=timezone.now(), error=""
+    )
+    return True
+
+
+SCHEDULER_LOCATION_TTL_MS = 7 * 24 * 3600 * 1000
+
+
+def node_init() -> tuple[list[str], str]:
+    """Create missing keys and publish a Scheduler-Location record for this SU; idempotent."""
+    created = keys.ensure_keys()
+    su_key = keys.scheduler_key()
+    url = settings.AO["PUBLIC_URL"].rstrip("/") + "/ao/su"
+    store = embedded_store()
+    for record in store.query(owners=[su_key.address], tags=[("Type", ["Scheduler-Location"])], descending=True):
+        if any(t.name == "Url" and t.value == url for t in record.tags):
+            return created, record.id
+    item = dataitem.create_data_item(
+        su_key,
+        b"",
+        tags=[
+            ("Data-Protocol", su.DATA_PROTOCOL),
+            ("Variant", su.VARIANT),
+            ("Type", "Scheduler-Location"),
+            ("Url", url),
+            ("Time-To-Live", str(SCHEDULER_LOCATION_TTL_MS)),
+        ],
+    )
+    store.save_item(item)
+    return created, item.id

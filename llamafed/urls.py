@@ -1,0 +1,23 @@
+"""Top-level URLs: the AO units each under their own base URL, the admin, the API schema."""
+
+from django.contrib import admin
+from django.http import HttpRequest, JsonResponse
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+
+from ao.urls import gateway_urls, mu_urls, su_urls
+
+
+def health(request: HttpRequest) -> JsonResponse:
+    """Liveness probe."""
+    return JsonResponse({"status": "ok"})
+
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("healthz", health, name="health"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("ao/mu/", include(mu_urls)),
+    path("ao/su/", include(su_urls)),
+    path("ao/gateway/", include(gateway_urls)),
+]

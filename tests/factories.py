@@ -1,0 +1,43 @@
+"""Builders of signed AO items for tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from ao.effects import keys
+from ao.permaweb import dataitem
+from ao.permaweb.wallet import Ed25519Key, Signer
+from ao.units import su
+
+MODULE_ID = "M" * 43  # a syntactically valid module id; the SU does not look modules up
+
+
+def ao_tags(kind: str, extra: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+    """The AO protocol tags plus extra ones."""
+    return [("Data-Protocol", su.DATA_PROTOCOL), ("Variant", su.VARIANT), ("Type", kind), *extra]
+
+
+def spawn_item(signer: Signer, *, extra: Sequence[tuple[str, str]] = (), data: bytes = b"") -> dataitem.DataItem:
+    """A process spawn addressed to this node's scheduler."""
+    tags = ao_tags("Process", [("Module", MODULE_ID), ("Scheduler", keys.scheduler_key().address), *extra])
+    return dataitem.create_data_item(signer, data, tags=tags)
+
+
+def message_item(
+    signer: Signer, process_id: str, *, action: str = "Ping", data: bytes = b"", extra: Sequence[tuple[str, str]] = ()
+) -> dataitem.DataItem:
+    """A message to a process, with a random anchor as aoconnect sets (Ed25519 signatures are
+    deterministic, so two identical messages from one key would otherwise share an id)."""
+    return dataitem.create_data_item(
+        signer,
+        data,
+        tags=ao_tags("Message", [("Action", action), *extra]),
+        target=process_id,
+        anchor=os.urandom(32),
+    )
+
+
+def user_key() -> Ed25519Key:
+    """A fresh user key (Ed25519: fast to make; RSA wallets are covered by the permaweb tests)."""
+    return Ed25519Key.generate()

@@ -1,0 +1,7 @@
+"""Test-run environment (a pytest plugin loaded by -p, before Django settings): private data dir, test secret."""
+
+import os
+import tempfile
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdef")
+os.environ.setdefault("LLAMAFED_DATA_DIR", tempfile.mkdtemp(prefix="llamafed-test-"))
