@@ -107,7 +107,7 @@ class EmbeddedStore(Store):
 
     # -- L1 transactions --------------------------------------------------------------------
 
-    def put_transaction(self, header: dict, data: BinaryIO | bytes) -> str:
+    def put_transaction(self, header: dict, data: BinaryIO | bytes | None = None) -> str:
         """Verify a signed v2 header, stream its data to disk, check data_root, keep it."""
         try:
             tx = l1.parse_header(header)
@@ -115,8 +115,10 @@ class EmbeddedStore(Store):
             raise Invalid(str(exc)) from exc
         if not l1.verify_header(header):
             raise Invalid(f"transaction {tx.id}: signature does not verify")
+        if data is None or data == b"":
+            data = tx.data  # inline data, when the header carried it
         stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
-        blob_path, chunks = self._write_blob(stream, tx.data_size, tx.data_root)
+        blob_name, tree = self._write_blob(stream, tx.data_size, tx.data_root) if tx.data_size else ("", None)
         try:
             with transaction.atomic():
                 block = self._mine_block(tx.id)
@@ -128,52 +130,53 @@ class EmbeddedStore(Store):
                     signature_type=1,
                     owner=b64url_encode(tx.owner),
                     owner_address=address_of(tx.owner),
-                    target=tx.target,
-                    anchor=tx.last_tx,
+                    target=b64url_encode(tx.target),
+                    anchor=b64url_encode(tx.last_tx),
                     data_size=tx.data_size,
                     data_root=b64url_encode(tx.data_root),
-                    header=l1.header_without_data(header),
-                    blob=blob_path.name,
+                    header=tx.to_header(include_data=False),
+                    blob=blob_name,
                     block=block,
                     weave_offset=weave_offset,
                 )
                 models.EntryTag.objects.bulk_create(
-                    models.EntryTag(entry=entry, position=i, name=name, value=value)
+                    models.EntryTag(
+                        entry=entry,
+                        position=i,
+                        name=name.decode("utf-8", "replace"),
+                        value=value.decode("utf-8", "replace"),
+                    )
                     for i, (name, value) in enumerate(tx.tags)
                 )
-                models.Chunk.objects.bulk_create(
-                    models.Chunk(entry=entry, index=i, start=c.start, end=c.end, data_path=c.data_path)
-                    for i, c in enumerate(chunks)
-                )
+                if tree is not None:
+                    models.Chunk.objects.bulk_create(
+                        models.Chunk(entry=entry, index=i, start=c.start, end=c.end, data_path=tree.proof_for(i))
+                        for i, c in enumerate(tree.chunks)
+                    )
         except IntegrityError as exc:
             if models.Entry.objects.filter(id=tx.id).exists():
                 raise Duplicate(f"transaction {tx.id} is already stored") from exc
             raise
         return tx.id
 
-    def _write_blob(self, stream: BinaryIO, size: int, data_root: bytes) -> tuple[Path, list[merkle.ChunkProof]]:
+    def _write_blob(self, stream: BinaryIO, size: int, data_root: bytes) -> tuple[str, merkle.ChunkTree]:
         """Copy exactly size bytes to a temp file while hashing chunks; keep it only if data_root matches."""
         self.blob_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=self.blob_dir, prefix=".incoming-")
         try:
             with os.fdopen(fd, "wb") as out:
-                builder = merkle.StreamingTree(size)
-                remaining = size
-                while remaining > 0:
-                    piece = stream.read(min(COPY_BUFFER, remaining))
-                    if not piece:
-                        raise Invalid(f"data ended {remaining} bytes short of data_size {size}")
-                    builder.update(piece)
-                    out.write(piece)
-                    remaining -= len(piece)
+                try:
+                    root, tree = merkle.compute_from_stream(_Tee(stream, out), size)
+                except merkle.ShortReadError as exc:
+                    raise Invalid(f"data is shorter than data_size {size}: {exc}") from exc
                 if stream.read(1):
                     raise Invalid(f"data is longer than data_size {size}")
-                tree = builder.finish()
-            if tree.data_root != data_root:
+            if root != data_root:
                 raise Invalid("data does not match the transaction's data_root")
-            final = self.blob_dir / hashlib.sha256(data_root + size.to_bytes(8, "big")).hexdigest()
-            os.replace(tmp_name, final)
-            return final, tree.proofs()
+            # Content-addressed: the same data uploaded twice shares one file.
+            name = hashlib.sha256(data_root + size.to_bytes(8, "big")).hexdigest()
+            os.replace(tmp_name, self.blob_dir / name)
+            return name, tree
         except BaseException:
             if os.path.exists(tmp_name):
                 os.unlink(tmp_name)
@@ -301,6 +304,18 @@ class EmbeddedStore(Store):
         return models.Block.objects.create(
             height=height, indep_hash=indep, previous=previous, timestamp=int(time.time())
         )
+
+
+class _Tee:
+    """A reader that copies what it reads to a file: one pass hashes and stores the data."""
+
+    def __init__(self, source: BinaryIO, sink: BinaryIO) -> None:
+        self.source, self.sink = source, sink
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.source.read(min(n, COPY_BUFFER) if n > 0 else COPY_BUFFER)
+        self.sink.write(data)
+        return data
 
 
 def _clamp_range(start: int, end: int | None, size: int) -> tuple[int, int]:

@@ -126,7 +126,8 @@ class _Reader:
             raise TagError(f"the {what} at offset {start} is {length} bytes, over the {limit}-byte limit")
         end = self.pos + length
         if end > len(self.raw):
-            raise TagError(f"the {what} at offset {start} claims {length} bytes; only {len(self.raw) - self.pos} remain")
+            remaining = len(self.raw) - self.pos
+            raise TagError(f"the {what} at offset {start} claims {length} bytes; only {remaining} remain")
         blob = self.raw[self.pos : end]
         self.pos = end
         return blob
