@@ -25,6 +25,7 @@ for every tree an honest builder makes.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -169,6 +170,7 @@ class ChunkTree:
         self.leaves: tuple[Chunk, ...] = tuple(leaves)
         self.data_size = expected
         self.chunks: tuple[Chunk, ...] = tuple(c for c in self.leaves if c.size > 0)
+        self._starts = [c.start for c in self.chunks]
         # layers[0] = leaves as (id, end); each next layer pairs the previous one.
         layer = [(_leaf_id(c.data_hash, c.end), c.end) for c in self.leaves]
         self._layers: list[list[tuple[bytes, int]]] = [layer]
@@ -194,15 +196,17 @@ class ChunkTree:
         for layer in self._layers[:-1]:
             sibling = position ^ 1
             if sibling < len(layer):
-                left, right = (layer[position], layer[sibling]) if position % 2 == 0 else (layer[sibling], layer[position])
-                records.append(left[0] + right[0] + note(left[1]))
+                left, right = sorted((position, sibling))
+                records.append(layer[left][0] + layer[right][0] + note(layer[left][1]))
             position //= 2
         records.reverse()
         return b"".join(records) + leaf.data_hash + note(leaf.end)
 
     def chunk_at(self, offset: int) -> Chunk:
-        """The data chunk holding byte ``offset``."""
-        return self.chunks[chunk_for_offset(self.data_size, offset)[0]]
+        """The data chunk holding byte ``offset`` (whatever the leaves' layout)."""
+        if not 0 <= offset < self.data_size:
+            raise MerkleError(f"offset {offset} outside data of {self.data_size} bytes")
+        return self.chunks[bisect.bisect_right(self._starts, offset) - 1]
 
 
 def build_tree(leaves: Sequence[Chunk]) -> ChunkTree:

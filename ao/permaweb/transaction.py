@@ -73,9 +73,20 @@ HEADER_FIELDS = (
 )
 REQUIRED_FIELDS = frozenset(HEADER_FIELDS) - {"data", "data_tree"}
 OPTIONAL_FIELDS = frozenset({"data", "data_tree", "denomination"})
+# Header fields that must be JSON strings (numbers too: Arweave sends decimal strings).
+STRING_FIELDS = (
+    "id",
+    "last_tx",
+    "owner",
+    "target",
+    "data_root",
+    "signature",
+    "data",
+    "quantity",
+    "reward",
+    "data_size",
+)
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
-
-TagInput = tuple[str | bytes, str | bytes]
 
 
 class TransactionError(ValueError):
@@ -300,7 +311,7 @@ def parse_header(header: Mapping[str, Any]) -> Transaction:
         raise TransactionError("data_tree must be empty")
     if "denomination" in header and header["denomination"] not in ("0", 0, ""):
         raise TransactionError("only the base denomination is supported")
-    for name in ("id", "last_tx", "owner", "target", "data_root", "signature", "data"):
+    for name in STRING_FIELDS:
         if name in header and not isinstance(header[name], str):
             raise TransactionError(f"{name} must be a string")
     raw_tags = header["tags"]
