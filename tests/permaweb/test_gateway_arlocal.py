@@ -80,7 +80,6 @@ def app_tag() -> str:
     return f"llamafed-test-{random.Random().getrandbits(40):x}"
 
 
-@pytest.fixture(scope="module")
 def _signed_for_arlocal(unsigned: Transaction, wallet: Wallet) -> Transaction:
     """Sign, re-signing while the id starts with "tx": ArLocal finds the id in GET /tx/{id} by
     splitting the URL on "/tx", so such ids (1 in 4096) are never found. PSS salts are random,
@@ -91,6 +90,7 @@ def _signed_for_arlocal(unsigned: Transaction, wallet: Wallet) -> Transaction:
             return tx
 
 
+@pytest.fixture(scope="module")
 def uploaded(store: GatewayStore, rsa_wallet: Wallet, app_tag: str) -> dict[str, Uploaded]:
     """Every size posted through GatewayStore (chunked above 256 KiB), then mined."""
     out = {}
