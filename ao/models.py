@@ -150,3 +150,41 @@ class Push(models.Model):
             models.UniqueConstraint(fields=["process", "nonce", "index"], name="push_identity_unique"),
         ]
         indexes = [models.Index(fields=["state", "process"], name="push_state_process")]
+
+
+class Evaluation(models.Model):
+    """The compute unit's cursor over a process's log: what has been evaluated, and the state hash."""
+
+    process = models.OneToOneField(Process, primary_key=True, on_delete=models.PROTECT, related_name="evaluation")
+    next_nonce = models.BigIntegerField(default=0)
+    state_hash = models.CharField(max_length=64)
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+class StateEntry(models.Model):
+    """One key of a process's state (the host key-value store behind the WIT `state` imports)."""
+
+    process = models.ForeignKey(Process, on_delete=models.PROTECT, related_name="state_entries")
+    key = models.CharField(max_length=1024)
+    value = models.BinaryField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["process", "key"], name="state_key_unique")]
+
+
+class Result(models.Model):
+    """The result of evaluating one message: AO's {Messages, Spawns, Assignments, Output, Error}."""
+
+    process = models.ForeignKey(Process, on_delete=models.PROTECT, related_name="results")
+    nonce = models.BigIntegerField()
+    message_id = models.CharField(max_length=43, db_index=True)
+    body = models.JSONField()
+    error = models.TextField(blank=True)
+    gas_used = models.BigIntegerField()
+    state_hash = models.CharField(max_length=64)
+    logs = models.JSONField(default=list)
+    evaluated_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["process", "nonce"]
+        constraints = [models.UniqueConstraint(fields=["process", "nonce"], name="result_nonce_unique")]

@@ -65,13 +65,22 @@ def su_assign(*, item: dataitem.DataItem, schedulable: su.Schedulable) -> models
                 if process is None:
                     raise UnknownProcess(f"no process {schedulable.process_id} on this scheduler")
                 entry = store.save_item(item)
-            return _append(process, entry, key)
+            assignment = _append(process, entry, key)
+            transaction.on_commit(lambda: _request_evaluation(process.id), robust=True)
+            return assignment
     except Duplicate as exc:
         raise DuplicateMessage(str(exc)) from exc
     except IntegrityError as exc:
         if models.Entry.objects.filter(id=item.id).exists():
             raise DuplicateMessage(f"message {item.id} is already scheduled") from exc
         raise
+
+
+def _request_evaluation(process_id: str) -> None:
+    """Ask a compute unit worker to evaluate the process (after the scheduling commit)."""
+    from ao import tasks  # tasks imports this module
+
+    tasks.evaluate.delay(process_id)
 
 
 def _append(process: models.Process, entry: models.Entry, key: object) -> models.Assignment:

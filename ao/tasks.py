@@ -2,19 +2,47 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+import logging
 
-from ao import services
+from celery import shared_task
+from django.db import OperationalError
+
+from ao import evaluation, services
 from ao.permaweb.store import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+BUSY_RETRY_S = 2
+BUSY_MAX_RETRIES = 300
 
 
 @shared_task(
     name="ao.deliver_pushes",
     acks_late=True,
-    autoretry_for=(StoreUnavailable,),
+    autoretry_for=(StoreUnavailable, OperationalError),
     retry_backoff=True,
     max_retries=5,
 )
 def deliver_pushes(process_id: str | None = None) -> int:
     """Deliver pending outbox pushes (of one process, or all); safe to run twice."""
     return services.mu_deliver_pending(process_id=process_id)
+
+
+@shared_task(
+    bind=True,
+    name="ao.evaluate",
+    acks_late=True,
+    autoretry_for=(StoreUnavailable, OperationalError),
+    retry_backoff=True,
+    max_retries=5,
+)
+def evaluate(self, process_id: str) -> int:  # type: ignore[no-untyped-def]
+    """Evaluate a process's pending messages in order; safe to run twice, and on many workers."""
+    try:
+        return evaluation.cu_evaluate_pending(process_id=process_id)
+    except evaluation.ProcessBusy as exc:
+        # Another worker holds the process; its run may end before seeing our message.
+        raise self.retry(exc=exc, countdown=BUSY_RETRY_S, max_retries=BUSY_MAX_RETRIES) from exc
+    except evaluation.EvaluationError as exc:
+        log.warning("process %s cannot be evaluated: %s", process_id, exc)
+        return 0

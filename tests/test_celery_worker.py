@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import connection
 
 from ao import models, services, tasks
+from llamafed.celery import app as celery_app
 from ao.permaweb.wallet import Ed25519Key
 from ao.units import mu
 from tests import factories
@@ -32,7 +33,8 @@ def _database_url() -> str:
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_worker_delivers_pushes_sent_through_the_broker(node_keys: None) -> None:
+def test_worker_delivers_pushes_sent_through_the_broker(node_keys: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(celery_app.conf, "task_always_eager", False)
     owner = Ed25519Key.generate()
     source, target = factories.spawn_item(owner), factories.spawn_item(owner, extra=[("Name", "t")])
     services.su_schedule(raw=source.serialize())

@@ -5,5 +5,7 @@ import tempfile
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdef")
 os.environ.setdefault("LLAMAFED_DATA_DIR", tempfile.mkdtemp(prefix="llamafed-test-"))
+# Tasks run inline unless a test runs a real worker (tests/test_celery_worker.py).
+os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "1")
 # WhiteNoise warns (an error under filterwarnings=error) when STATIC_ROOT does not exist.
 os.makedirs(os.path.join(os.environ["LLAMAFED_DATA_DIR"], "static"), exist_ok=True)

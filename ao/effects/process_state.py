@@ -1,0 +1,88 @@
+"""Process state for one evaluation batch: reads through a cache, per-message write sets.
+
+A message's writes are kept apart until its result is known: committed into the batch on
+success, dropped on Error (AO: an errored message leaves the state as it was). The batch's
+writes reach the database in the same transaction as its results.
+"""
+
+from __future__ import annotations
+
+from ao import models
+
+_MISSING = object()
+
+
+class BatchState:
+    """The state of one process across a batch of messages."""
+
+    def __init__(self, process_id: str) -> None:
+        self.process_id = process_id
+        self._cache: dict[str, bytes | None] = {}
+        self._dirty: dict[str, bytes | None] = {}
+        self._message: dict[str, bytes | None] = {}
+
+    # -- the HostState interface --------------------------------------------------------------
+
+    def get(self, key: str) -> bytes | None:
+        """Current value, seeing this message's own writes."""
+        if key in self._message:
+            return self._message[key]
+        cached = self._cache.get(key, _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
+        row = models.StateEntry.objects.filter(process_id=self.process_id, key=key).values_list("value", flat=True)
+        value = bytes(row[0]) if row else None
+        self._cache[key] = value
+        return value
+
+    def set(self, key: str, value: bytes) -> None:
+        """Write within the current message."""
+        self._message[key] = value
+
+    def delete(self, key: str) -> None:
+        """Delete within the current message."""
+        self._message[key] = None
+
+    def keys(self, prefix: str, after: str, limit: int) -> list[str]:
+        """Keys with a prefix in code-point order (the same on every database), after a cursor."""
+        stored = set(
+            models.StateEntry.objects.filter(process_id=self.process_id, key__startswith=prefix).values_list(
+                "key", flat=True
+            )
+        )
+        for overlay in (self._dirty, self._message):
+            for key, value in overlay.items():
+                if key.startswith(prefix):
+                    if value is None:
+                        stored.discard(key)
+                    else:
+                        stored.add(key)
+        return sorted(k for k in stored if k > after)[:limit]
+
+    # -- message boundaries -------------------------------------------------------------------
+
+    def commit_message(self) -> dict[str, bytes | None]:
+        """Keep the current message's writes; return them (for the state hash)."""
+        writes = self._message
+        self._cache.update(writes)
+        self._dirty.update(writes)
+        self._message = {}
+        return writes
+
+    def rollback_message(self) -> None:
+        """Drop the current message's writes."""
+        self._message = {}
+
+    def flush(self) -> None:
+        """Write the batch's changes (call inside the batch's transaction)."""
+        upserts = [
+            models.StateEntry(process_id=self.process_id, key=k, value=v) for k, v in self._dirty.items() if v is not None
+        ]
+        deletes = [k for k, v in self._dirty.items() if v is None]
+        if upserts:
+            models.StateEntry.objects.bulk_create(
+                upserts, update_conflicts=True, unique_fields=["process", "key"], update_fields=["value"]
+            )
+        if deletes:
+            models.StateEntry.objects.filter(process_id=self.process_id, key__in=deletes).delete()
+        self._dirty = {}

@@ -1,0 +1,270 @@
+"""The compute unit's writes: evaluate a process's pending messages in order, exactly once.
+
+``cu_evaluate_pending`` takes the process's evaluation lock (a row lock on its cursor; a
+second worker skips a locked process), evaluates a batch of messages in nonce order, and
+commits the batch's results, state writes, cursor and outbox pushes in one transaction. A
+worker killed at any point leaves either the whole batch or none of it; the next run starts
+from the cursor. Delivery of pushes happens after the commit (``ao.deliver_pushes``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from django.db import transaction
+
+from ao import models
+from ao.effects import keys
+from ao.effects.compute import component_runtime
+from ao.effects.process_state import BatchState
+from ao.effects.stores import embedded_store
+from ao.effects.wasm_runtime import CallContext, ComponentRuntime
+from ao.errors import AoError
+from ao.modules import COMPONENT_FORMAT
+from ao.permaweb import dataitem
+from ao.units import cu, mu
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 200
+
+
+class EvaluationError(AoError):
+    """The process cannot be evaluated (its module is missing or of an unknown format)."""
+
+    status = 422
+
+
+class ProcessBusy(AoError):
+    """Another worker is evaluating this process."""
+
+    status = 503
+
+
+@dataclass(frozen=True)
+class ProcessContext:
+    """What stays the same for every message of a process."""
+
+    process_id: str
+    module_id: str
+    env_json: str
+    fuel: int
+    memory_limit: int
+    trusted_pushers: frozenset[str]
+
+
+def process_context(process_id: str) -> ProcessContext:
+    """Read the spawn and its module; limits from the process's tags, then the module's, then defaults."""
+    spawn_raw = (
+        models.Assignment.objects.filter(process_id=process_id, nonce=0).values_list("message__raw", flat=True).first()
+    )
+    if spawn_raw is None:
+        raise EvaluationError(f"no process {process_id}")
+    spawn = dataitem.parse(bytes(spawn_raw))
+    module_id = spawn.tag("Module") or ""
+    records = embedded_store().query(ids=[module_id], first=1)
+    if not records or records[0].kind != "tx":
+        raise EvaluationError(f"process {process_id}: module {module_id} is not in the store")
+    module = records[0]
+    module_tags = [(t.name, t.value) for t in module.tags]
+    fmt = cu.first_tag(module_tags, "Module-Format")
+    if fmt != COMPONENT_FORMAT:
+        raise EvaluationError(f"module {module_id} has Module-Format {fmt!r}; this unit runs {COMPONENT_FORMAT}")
+    try:
+        memory = cu.parse_memory_limit(spawn.tag("Memory-Limit") or cu.first_tag(module_tags, "Memory-Limit"))
+        fuel = cu.parse_compute_limit(spawn.tag("Compute-Limit") or cu.first_tag(module_tags, "Compute-Limit"))
+    except cu.LimitError as exc:
+        raise EvaluationError(f"process {process_id}: {exc}") from exc
+    env = cu.env_json(
+        process_id=process_id,
+        process_owner=spawn.owner_address,
+        process_tags=spawn.tags,
+        module_id=module_id,
+        module_owner=module.owner_address,
+        module_tags=module_tags,
+    )
+    return ProcessContext(
+        process_id=process_id,
+        module_id=module_id,
+        env_json=cu.canonical(env).decode("utf-8"),
+        fuel=fuel,
+        memory_limit=memory,
+        trusted_pushers=frozenset({keys.messenger_key().address}),
+    )
+
+
+@lru_cache(maxsize=256)
+def _module_bytes(module_id: str) -> bytes:
+    return embedded_store().read(module_id)
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """One message's evaluation, ready to commit."""
+
+    nonce: int
+    message_id: str
+    body: dict[str, Any]
+    error: str
+    gas_used: int
+    state_hash: str
+    logs: tuple[str, ...]
+
+
+def evaluate_message(
+    runtime: ComponentRuntime,
+    pctx: ProcessContext,
+    state: BatchState,
+    assignment: models.Assignment,
+    previous_hash: str,
+    *,
+    instance_key: str | None,
+) -> Evaluated:
+    """Evaluate one scheduled message against the batch state (pure but for the runtime)."""
+    item = dataitem.parse(bytes(assignment.message.raw))
+    slot = cu.Slot(
+        process_id=pctx.process_id, nonce=assignment.nonce, epoch=assignment.epoch, timestamp=assignment.timestamp,
+        block_height=assignment.block_height, hash_chain=assignment.hash_chain,
+    )
+    msg = cu.message_json(item, slot, trusted_pushers=pctx.trusted_pushers)
+    seed = hashlib.sha256(f"{pctx.process_id}/{assignment.nonce}/{item.id}".encode()).digest()
+    ctx = CallContext(state=state, seed=seed, timestamp_ms=assignment.timestamp)
+    component = runtime.component(pctx.module_id, lambda: _module_bytes(pctx.module_id))
+    outcome = runtime.call(
+        component, cu.canonical(msg).decode("utf-8"), pctx.env_json, ctx,
+        fuel=pctx.fuel, memory_limit=pctx.memory_limit, instance_key=instance_key,
+    )
+    error = outcome.error
+    body: dict[str, Any]
+    if error is None and outcome.output is not None:
+        try:
+            body = cu.normalize_result(outcome.output)
+            error = body.get("Error")
+        except cu.ResultError as exc:
+            error = str(exc)
+    if error:
+        state.rollback_message()
+        body = {"Messages": [], "Spawns": [], "Assignments": [], "Output": "", "Error": error}
+        writes: dict[str, bytes | None] = {}
+    else:
+        writes = state.commit_message()
+    state_hash = cu.next_state_hash(previous_hash, assignment.nonce, writes, body)
+    return Evaluated(
+        nonce=assignment.nonce, message_id=item.id, body=body, error=error or "", gas_used=outcome.gas_used,
+        state_hash=state_hash, logs=outcome.logs,
+    )
+
+
+def cu_evaluate_pending(*, process_id: str, batch_size: int = DEFAULT_BATCH, max_batches: int | None = None) -> int:
+    """Evaluate every scheduled, unevaluated message of a process in order; return how many. Safe to run twice."""
+    done = 0
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        count = _evaluate_batch(process_id, batch_size)
+        if count < 0:
+            if done:
+                break
+            raise ProcessBusy(f"process {process_id} is being evaluated by another worker")
+        done += count
+        batches += 1
+        if count < batch_size:
+            break
+    return done
+
+
+def _evaluate_batch(process_id: str, batch_size: int) -> int:
+    runtime = component_runtime()
+    with transaction.atomic():
+        models.Evaluation.objects.get_or_create(
+            process_id=process_id, defaults={"next_nonce": 0, "state_hash": cu.GENESIS_STATE_HASH}
+        )
+        cursor = models.Evaluation.objects.select_for_update(skip_locked=True).filter(process_id=process_id).first()
+        if cursor is None:
+            return -1  # another worker is evaluating this process
+        assignments = list(
+            models.Assignment.objects.filter(process_id=process_id, nonce__gte=cursor.next_nonce)
+            .select_related("message")
+            .order_by("nonce")[:batch_size]
+        )
+        if not assignments:
+            return 0
+        pctx = process_context(process_id)
+        state = BatchState(process_id)
+        state_hash = cursor.state_hash
+        results = []
+        instance_key = f"{process_id}/{pctx.module_id}"
+        if assignments[0].nonce == 0 or cursor.next_nonce == 0:
+            runtime.forget(instance_key)
+        for assignment in assignments:
+            if assignment.nonce != cursor.next_nonce + len(results):
+                raise EvaluationError(f"process {process_id}: log gap at nonce {cursor.next_nonce + len(results)}")
+            evaluated = evaluate_message(runtime, pctx, state, assignment, state_hash, instance_key=instance_key)
+            state_hash = evaluated.state_hash
+            results.append(evaluated)
+        state.flush()
+        models.Result.objects.bulk_create(
+            models.Result(
+                process_id=process_id, nonce=r.nonce, message_id=r.message_id, body=r.body, error=r.error,
+                gas_used=r.gas_used, state_hash=r.state_hash, logs=list(r.logs),
+            )
+            for r in results
+        )
+        models.Evaluation.objects.filter(process_id=process_id).update(
+            next_nonce=results[-1].nonce + 1, state_hash=state_hash
+        )
+        pushed = _record_pushes(process_id, pctx.module_id, assignments, results)
+        if pushed:
+            from ao import tasks
+
+            transaction.on_commit(lambda: tasks.deliver_pushes.delay(process_id), robust=True)
+    return len(results)
+
+
+def _record_pushes(
+    process_id: str, module_id: str, assignments: list[models.Assignment], results: list[Evaluated]
+) -> int:
+    """Record outbox messages addressed to processes on this scheduler, in the batch's transaction."""
+    targets = {m.get("Target") for r in results for m in r.body["Messages"] if isinstance(m, dict)}
+    local = set(models.Process.objects.filter(id__in=[t for t in targets if isinstance(t, str)]).values_list("id", flat=True))
+    signer = keys.messenger_key()
+    trusted = signer.address
+    pushes = []
+    for assignment, result in zip(assignments, results):
+        outbox = [m for m in result.body["Messages"] if isinstance(m, dict) and m.get("Target") in local]
+        if not outbox:
+            continue
+        source = dataitem.parse(bytes(assignment.message.raw))
+        root = mu.pushed_for(source.tags, source.id, source.owner_address == trusted)
+        for index, raw in enumerate(result.body["Messages"]):
+            if not isinstance(raw, dict) or raw.get("Target") not in local:
+                continue
+            message = mu.OutboxMessage.from_json(raw)
+            item = mu.build_push(
+                signer, process_id=process_id, module_id=module_id, nonce=result.nonce, index=index,
+                pushed_for=root, message=message,
+            )
+            pushes.append(
+                models.Push(
+                    process_id=process_id, nonce=result.nonce, index=index, target=message.target, item_id=item.id,
+                    raw=item.serialize(),
+                )
+            )
+    models.Push.objects.bulk_create(pushes, ignore_conflicts=True)
+    return len(pushes)
+
+
+def result_json(result: models.Result) -> dict[str, Any]:
+    """A stored result in AO's shape, with GasUsed."""
+    body = dict(result.body)
+    body["GasUsed"] = result.gas_used
+    return body
+
+
+def dumps(value: Any) -> str:
+    """JSON for logs."""
+    return json.dumps(value, sort_keys=True)

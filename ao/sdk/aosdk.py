@@ -1,0 +1,205 @@
+"""Write AO processes in Python: handlers by Action, JSON state in the host's key-value store.
+
+This module is bundled into every process module (componentize-py) and also imported natively
+by tests and benchmarks. It uses only the standard library and keeps nothing in globals:
+each message gets a fresh Context. Determinism rules for handler authors: no clock, no
+randomness, no iteration over unordered collections into outputs; state only via Context.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+MAX_LIST = 1000
+
+
+class ProcessError(Exception):
+    """Raised by a handler: the message fails, its state writes are discarded, Error is recorded."""
+
+
+class Host(Protocol):
+    """What the compute unit provides (the WIT imports)."""
+
+    def get(self, key: str) -> bytes | None: ...
+    def set(self, key: str, value: bytes) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def keys(self, prefix: str, after: str, limit: int) -> list[str]: ...
+    def log(self, line: str) -> None: ...
+
+
+TagsLike = Mapping[str, str] | Sequence[tuple[str, str]]
+
+
+def _tag_pairs(tags: TagsLike) -> list[dict[str, str]]:
+    items: Iterable[tuple[str, str]] = tags.items() if isinstance(tags, Mapping) else tags
+    return [{"name": str(n), "value": str(v)} for n, v in items]
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces: the same value always gives the same text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class Message:
+    """A message as the compute unit hands it to a process (AO's msg)."""
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.raw = raw
+        self.tags: list[tuple[str, str]] = [(t["name"], t["value"]) for t in raw.get("Tags", [])]
+
+    def tag(self, name: str, default: str | None = None) -> str | None:
+        """First value of a tag."""
+        for n, v in self.tags:
+            if n == name:
+                return v
+        return default
+
+    @property
+    def id(self) -> str:
+        return str(self.raw.get("Id", ""))
+
+    @property
+    def sender(self) -> str:
+        """AO's From: the sending process for pushed messages, else the signer."""
+        return str(self.raw.get("From", ""))
+
+    @property
+    def owner(self) -> str:
+        return str(self.raw.get("Owner", ""))
+
+    @property
+    def action(self) -> str | None:
+        return self.tag("Action")
+
+    @property
+    def data(self) -> str:
+        return str(self.raw.get("Data", ""))
+
+    @property
+    def nonce(self) -> int:
+        return int(self.raw.get("Nonce", 0))
+
+    @property
+    def timestamp(self) -> int:
+        return int(self.raw.get("Timestamp", 0))
+
+    @property
+    def block_height(self) -> int:
+        return int(self.raw.get("Block-Height", 0))
+
+    @property
+    def is_spawn(self) -> bool:
+        return self.tag("Type") == "Process"
+
+    def forwarded_tags(self) -> list[tuple[str, str]]:
+        """The X- tags a token forwards on its notices."""
+        return [(n, v) for n, v in self.tags if n.startswith("X-")]
+
+
+class Context:
+    """Everything a handler may touch while one message is evaluated."""
+
+    def __init__(self, host: Host, msg: Message, env: Mapping[str, Any]) -> None:
+        self.host = host
+        self.msg = msg
+        self.env = env
+        self.messages: list[dict[str, Any]] = []
+        self.spawns: list[dict[str, Any]] = []
+        self.output: list[str] = []
+
+    @property
+    def process_id(self) -> str:
+        return str(self.env.get("Process", {}).get("Id", ""))
+
+    @property
+    def process_owner(self) -> str:
+        return str(self.env.get("Process", {}).get("Owner", ""))
+
+    def send(self, target: str, tags: TagsLike, data: str = "") -> None:
+        """Queue a message to another process or address."""
+        self.messages.append({"Target": target, "Tags": _tag_pairs(tags), "Data": data})
+
+    def reply(self, tags: TagsLike, data: str = "") -> None:
+        """Queue a message back to the sender, referencing the message answered."""
+        pairs = list(tags.items()) if isinstance(tags, Mapping) else list(tags)
+        self.send(self.msg.sender, [*pairs, ("X-Reference", self.msg.id)], data)
+
+    def print(self, text: str) -> None:
+        """Add a line to the result's Output."""
+        self.output.append(text)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A JSON value from state."""
+        raw = self.host.get(key)
+        return default if raw is None else json.loads(raw.decode("utf-8"))
+
+    def put(self, key: str, value: Any) -> None:
+        """Write a JSON value to state (canonical encoding)."""
+        self.host.set(key, canonical_json(value).encode("utf-8"))
+
+    def delete(self, key: str) -> None:
+        """Remove a key from state."""
+        self.host.delete(key)
+
+    def keys(self, prefix: str, after: str = "", limit: int = MAX_LIST) -> list[str]:
+        """State keys with a prefix, in byte order, after a cursor."""
+        return self.host.keys(prefix, after, min(limit, MAX_LIST))
+
+
+Handler = Callable[[Context], None]
+
+
+class Process:
+    """A process: handlers keyed by Action, plus one for the spawn message."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+        self._spawn: Handler | None = None
+        self._default: Handler | None = None
+
+    def on(self, action: str) -> Callable[[Handler], Handler]:
+        """Register a handler for an Action."""
+
+        def register(fn: Handler) -> Handler:
+            self._handlers[action] = fn
+            return fn
+
+        return register
+
+    def on_spawn(self, fn: Handler) -> Handler:
+        """Register the handler of the spawn message (nonce 0)."""
+        self._spawn = fn
+        return fn
+
+    def otherwise(self, fn: Handler) -> Handler:
+        """Register the handler of messages no other handler takes."""
+        self._default = fn
+        return fn
+
+    def handle(self, host: Host, msg_json: str, env_json: str) -> str:
+        """Evaluate one message; return AO's result JSON."""
+        msg = Message(json.loads(msg_json))
+        ctx = Context(host, msg, json.loads(env_json))
+        error = None
+        try:
+            if msg.is_spawn:
+                handler = self._spawn
+            else:
+                handler = self._handlers.get(msg.action or "", self._default)
+            if handler is not None:
+                handler(ctx)
+        except ProcessError as exc:
+            error = str(exc) or type(exc).__name__
+        except Exception as exc:  # noqa: BLE001 - a handler bug fails the message, not the unit
+            error = f"{type(exc).__name__}: {exc}"
+        result: dict[str, Any] = {
+            "Messages": [] if error else ctx.messages,
+            "Spawns": [] if error else ctx.spawns,
+            "Assignments": [],
+            "Output": "\n".join(ctx.output),
+        }
+        if error is not None:
+            result["Error"] = error
+        return canonical_json(result)

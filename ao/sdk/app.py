@@ -1,0 +1,38 @@
+"""The component entry point shared by every Python process module.
+
+componentize-py builds ``app`` with the module's directory on the path; that directory
+provides ``process_main.process`` (an ``aosdk.Process``). This file binds the WIT imports
+to the SDK's Host interface and exports ``handle``.
+"""
+
+from __future__ import annotations
+
+import wit_world
+from process_main import process
+from wit_world.imports import log, state
+
+
+class _WitHost:
+    """The compute unit's imports, as the SDK's Host."""
+
+    def get(self, key: str) -> bytes | None:
+        return state.get(key)
+
+    def set(self, key: str, value: bytes) -> None:
+        state.set(key, value)
+
+    def delete(self, key: str) -> None:
+        state.delete(key)
+
+    def keys(self, prefix: str, after: str, limit: int) -> list[str]:
+        return state.keys(prefix, after, limit)
+
+    def log(self, line: str) -> None:
+        log.write(line)
+
+
+class WitWorld(wit_world.WitWorld):
+    """The exported world."""
+
+    def handle(self, msg: str, env: str) -> str:
+        return process.handle(_WitHost(), msg, env)

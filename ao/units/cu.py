@@ -1,0 +1,175 @@
+"""Compute unit, pure part: the msg and env a process sees, limits, results, the state hash.
+
+AO facts matched here: ``From`` is the ``From-Process`` tag when a trusted messenger pushed
+the message, else the signer; ``Forwarded-By`` is then the messenger; user-supplied
+``From``/``Owner`` tags (and the messenger's own tags, when a user forges them) are stripped.
+If a result has ``Error``, the state stays as it was before the message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ao.permaweb import dataitem
+from ao.permaweb.b64 import b64url_encode
+
+# Tags a user may not set: they are facts only the units establish.
+STRIPPED_FROM_USERS = frozenset({"From", "Owner", "From-Process", "From-Module", "Pushed-For", "Forwarded-By"})
+DEFAULT_COMPUTE_LIMIT = 9_000_000_000_000  # AO's default Compute-Limit
+MAX_COMPUTE_LIMIT = 9_000_000_000_000
+DEFAULT_MEMORY_LIMIT = 16 * 1024**3  # 16 GiB, as AO's compute units
+MAX_MEMORY_LIMIT = 16 * 1024**3
+MAX_RESULT_BYTES = 8 * 1024 * 1024
+MAX_OUTBOX = 1000
+_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
+_LIMIT_RE = re.compile(r"^\s*(\d+)\s*-?\s*(b|kb|mb|gb)?\s*$", re.IGNORECASE)
+
+
+class LimitError(ValueError):
+    """A Memory-Limit or Compute-Limit tag that cannot be used."""
+
+
+def parse_memory_limit(value: str | None) -> int:
+    """Bytes from AO's forms ("16-gb", "512-mb", "1073741824"); default and cap 16 GiB."""
+    if value is None or value == "":
+        return DEFAULT_MEMORY_LIMIT
+    match = _LIMIT_RE.match(value)
+    if not match:
+        raise LimitError(f"Memory-Limit {value!r} is not like '16-gb', '512-mb' or a number of bytes")
+    size = int(match.group(1)) * _UNITS[(match.group(2) or "b").lower()]
+    if size <= 0 or size > MAX_MEMORY_LIMIT:
+        raise LimitError(f"Memory-Limit {value!r} must be between 1 byte and 16-gb")
+    return size
+
+
+def parse_compute_limit(value: str | None) -> int:
+    """Fuel per message from Compute-Limit; default and cap as AO."""
+    if value is None or value == "":
+        return DEFAULT_COMPUTE_LIMIT
+    if not value.isdigit() or not 0 < int(value) <= MAX_COMPUTE_LIMIT:
+        raise LimitError(f"Compute-Limit {value!r} must be an integer between 1 and {MAX_COMPUTE_LIMIT}")
+    return int(value)
+
+
+def first_tag(tags: Iterable[tuple[str, str]], name: str) -> str | None:
+    """The first value of a tag."""
+    return next((v for n, v in tags if n == name), None)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """What the scheduler's assignment says about one message."""
+
+    process_id: str
+    nonce: int
+    epoch: int
+    timestamp: int
+    block_height: int
+    hash_chain: str
+
+
+def message_json(item: dataitem.DataItem, slot: Slot, *, trusted_pushers: frozenset[str]) -> dict[str, Any]:
+    """The msg a process's handle receives (AO's shape)."""
+    owner = item.owner_address
+    trusted = owner in trusted_pushers
+    tags = [(n, v) for n, v in item.tags if n not in STRIPPED_FROM_USERS or (trusted and n not in ("From", "Owner"))]
+    from_process = first_tag(tags, "From-Process") if trusted else None
+    msg: dict[str, Any] = {
+        "Id": item.id,
+        "Signature": b64url_encode(item.signature),
+        "Owner": owner,
+        "From": from_process or owner,
+        "Target": item.target_b64 or slot.process_id,
+        "Anchor": item.anchor_b64,
+        "Data": item.data.decode("utf-8", errors="replace"),
+        "Tags": [{"name": n, "value": v} for n, v in tags],
+        "Epoch": slot.epoch,
+        "Nonce": slot.nonce,
+        "Timestamp": slot.timestamp,
+        "Block-Height": slot.block_height,
+        "Hash-Chain": slot.hash_chain,
+        "Cron": False,
+    }
+    if from_process:
+        msg["Forwarded-By"] = owner
+    return msg
+
+
+def env_json(
+    *, process_id: str, process_owner: str, process_tags: Iterable[tuple[str, str]], module_id: str,
+    module_owner: str, module_tags: Iterable[tuple[str, str]],
+) -> dict[str, Any]:
+    """The env a process's handle receives."""
+    return {
+        "Process": {"Id": process_id, "Owner": process_owner,
+                    "Tags": [{"name": n, "value": v} for n, v in process_tags]},
+        "Module": {"Id": module_id, "Owner": module_owner, "Tags": [{"name": n, "value": v} for n, v in module_tags]},
+    }
+
+
+class ResultError(ValueError):
+    """A process returned something that is not an AO result."""
+
+
+def normalize_result(raw: str) -> dict[str, Any]:
+    """Parse and bound a process's result JSON into {Messages, Spawns, Assignments, Output, Error?}."""
+    if len(raw.encode("utf-8")) > MAX_RESULT_BYTES:
+        raise ResultError(f"result is over {MAX_RESULT_BYTES} bytes")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ResultError(f"result is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ResultError("result must be a JSON object")
+    result: dict[str, Any] = {}
+    for key in ("Messages", "Spawns", "Assignments"):
+        items = value.get(key) or []
+        if not isinstance(items, list) or len(items) > MAX_OUTBOX:
+            raise ResultError(f"{key} must be a list of at most {MAX_OUTBOX}")
+        result[key] = items
+    for index, message in enumerate(result["Messages"]):
+        _check_message(index, message)
+    output = value.get("Output", "")
+    result["Output"] = output if isinstance(output, (str, dict, list, int, float)) or output is None else str(output)
+    if value.get("Error"):
+        result["Error"] = str(value["Error"])
+    return result
+
+
+def _check_message(index: int, message: Any) -> None:
+    """An outbox message must be {Target: str, Tags: [{name: str, value: str}], Data: str}."""
+    if not isinstance(message, dict) or not isinstance(message.get("Target"), str):
+        raise ResultError(f"Messages[{index}] needs a string Target")
+    tags = message.get("Tags", [])
+    if not isinstance(tags, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("value"), str) for t in tags
+    ):
+        raise ResultError(f"Messages[{index}].Tags must be a list of {{name, value}} strings")
+    if not isinstance(message.get("Data", ""), str):
+        raise ResultError(f"Messages[{index}].Data must be a string")
+
+
+def canonical(value: Any) -> bytes:
+    """Canonical JSON bytes for hashing."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def next_state_hash(previous: str, nonce: int, writes: Mapping[str, bytes | None], result: Mapping[str, Any]) -> str:
+    """Running hash over every message's state writes and result: replays must reproduce it."""
+    digest = hashlib.sha256()
+    digest.update(previous.encode("ascii"))
+    digest.update(nonce.to_bytes(8, "big"))
+    for key in sorted(writes):
+        value = writes[key]
+        digest.update(len(key).to_bytes(4, "big") + key.encode("utf-8"))
+        digest.update(b"\x00" if value is None else b"\x01" + len(value).to_bytes(8, "big") + value)
+    digest.update(hashlib.sha256(canonical(result)).digest())
+    return digest.hexdigest()
+
+
+GENESIS_STATE_HASH = hashlib.sha256(b"llamafed/ao/state/v1").hexdigest()
