@@ -43,7 +43,7 @@ def build_component(source_dir: Path, *, cache: bool = True) -> bytes:
     """Build a component from a directory holding process_main.py; cached by source digest."""
     if not (source_dir / "process_main.py").is_file():
         raise ModuleBuildError(f"{source_dir} has no process_main.py (it must define `process`)")
-    out_dir = Path(settings.DATA_DIR) / "modules"
+    out_dir = Path(settings.AO["BUILD_CACHE"]) / "modules"
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{source_dir.name}-{source_digest(source_dir)[:16]}.wasm"
     if cache and target.exists():

@@ -141,6 +141,8 @@ AO = {
     "SU_KEY": env_str("AO_SU_KEY", str(DATA_DIR / "keys" / "su.json")),
     "MU_KEY": env_str("AO_MU_KEY", str(DATA_DIR / "keys" / "mu.json")),
     "BLOB_DIR": env_str("AO_BLOB_DIR", str(DATA_DIR / "blobs")),
+    # Built modules and compiled (.cwasm) code, keyed by content: safe to share between runs.
+    "BUILD_CACHE": env_str("AO_BUILD_CACHE", str(DATA_DIR / "cache")),
     "PUBLIC_URL": env_str("AO_PUBLIC_URL", "http://127.0.0.1:8000"),
     # AO's scheduler refuses messages over 100 KiB.
     "MAX_MESSAGE_BYTES": env_int("AO_MAX_MESSAGE_BYTES", 100 * 1024),

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ao import services
 from ao.effects import keys
 from ao.permaweb.wallet import Ed25519Key, Wallet
 from tests import factories
+
+ROOT = Path(__file__).resolve().parent.parent
+LEDGER_SOURCE = ROOT / "ledger" / "process"
+PROBE_SOURCE = ROOT / "tests" / "ao" / "modules" / "probe"
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +40,35 @@ def process_id(db: None, alice: Ed25519Key) -> str:
     item = factories.spawn_item(alice)
     services.su_schedule(raw=item.serialize())
     return item.id
+
+
+@pytest.fixture(scope="session")
+def ledger_wasm() -> bytes:
+    """The token ledger module, built once (cached by source digest between runs)."""
+    from ao import modules
+
+    return modules.build_component(LEDGER_SOURCE)
+
+
+@pytest.fixture(scope="session")
+def probe_wasm() -> bytes:
+    """The probe test module."""
+    from ao import modules
+
+    return modules.build_component(PROBE_SOURCE)
+
+
+@pytest.fixture
+def ledger_module(db: None, node_keys: None, ledger_wasm: bytes) -> str:
+    """The ledger module published in this test's store."""
+    from ao import modules
+
+    return modules.publish_module(ledger_wasm, name="ledger")
+
+
+@pytest.fixture
+def probe_module(db: None, node_keys: None, probe_wasm: bytes) -> str:
+    """The probe module published in this test's store."""
+    from ao import modules
+
+    return modules.publish_module(probe_wasm, name="probe")

@@ -18,10 +18,12 @@ def ao_tags(kind: str, extra: Sequence[tuple[str, str]] = ()) -> list[tuple[str,
     return [("Data-Protocol", su.DATA_PROTOCOL), ("Variant", su.VARIANT), ("Type", kind), *extra]
 
 
-def spawn_item(signer: Signer, *, extra: Sequence[tuple[str, str]] = (), data: bytes = b"") -> dataitem.DataItem:
-    """A process spawn addressed to this node's scheduler."""
-    tags = ao_tags("Process", [("Module", MODULE_ID), ("Scheduler", keys.scheduler_key().address), *extra])
-    return dataitem.create_data_item(signer, data, tags=tags)
+def spawn_item(
+    signer: Signer, *, extra: Sequence[tuple[str, str]] = (), data: bytes = b"", module: str = MODULE_ID
+) -> dataitem.DataItem:
+    """A process spawn addressed to this node's scheduler (random anchor: spawns may repeat)."""
+    tags = ao_tags("Process", [("Module", module), ("Scheduler", keys.scheduler_key().address), *extra])
+    return dataitem.create_data_item(signer, data, tags=tags, anchor=os.urandom(32))
 
 
 def message_item(

@@ -5,6 +5,10 @@ import tempfile
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdef")
 os.environ.setdefault("LLAMAFED_DATA_DIR", tempfile.mkdtemp(prefix="llamafed-test-"))
+# Built modules and compiled code are keyed by content: keep them between runs.
+os.environ.setdefault(
+    "AO_BUILD_CACHE", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "var", "test-cache")
+)
 # Tasks run inline unless a test runs a real worker (tests/test_celery_worker.py).
 os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "1")
 # WhiteNoise warns (an error under filterwarnings=error) when STATIC_ROOT does not exist.

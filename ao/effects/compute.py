@@ -16,11 +16,11 @@ def component_runtime() -> ComponentRuntime:
     """This thread's component runtime."""
     runtime = getattr(_local, "components", None)
     if runtime is None:
-        runtime = ComponentRuntime(Path(settings.DATA_DIR) / "cwasm")
+        runtime = ComponentRuntime(Path(settings.AO["BUILD_CACHE"]) / "cwasm")
         _local.components = runtime
     return runtime
 
 
 def fresh_component_runtime() -> ComponentRuntime:
     """A runtime sharing nothing warm with the worker's (for replay-verify)."""
-    return ComponentRuntime(Path(settings.DATA_DIR) / "cwasm")
+    return ComponentRuntime(Path(settings.AO["BUILD_CACHE"]) / "cwasm")

@@ -17,9 +17,10 @@ every message boundary, and tables must not be mutated.
 
 Limits. Memory-Limit is enforced with ``store.set_limits`` (``memory.grow`` past it
 returns -1 inside wasm); Compute-Limit is wasmtime fuel, set before every message
-(GasUsed = fuel given - fuel left); a wall-clock timeout via epoch interruption is
-only a safety net. Memories are reserved at their full possible size up front
-(``memory_may_move = False``) so growing past 4 GiB never copies the memory.
+(GasUsed = fuel given - fuel left, counting both ``alloc`` and ``handle``); a
+wall-clock timeout via epoch interruption is only a safety net. Memories are
+reserved at their full possible size up front (``memory_may_move = False``) so
+growing past 4 GiB never moves or copies the memory.
 
 Rollback. AO requires that a message that errors (a trap, a malformed result, or a
 result whose ``Error`` is set) leaves the state as it was before the message. Copying
@@ -38,8 +39,8 @@ returns an error asking for it to be recreated from its last checkpoint.
 Snapshots are sparse: only non-zero 64 KiB pages are kept. Finding them reads
 ``/proc/self/pagemap`` (as CRIU does) to skip pages the kernel never materialised in
 the memory's private anonymous mapping (such pages are zero), then checks the
-remaining pages with numpy views over ``memory.data_ptr`` (no copies); without
-pagemap every page is checked.
+remaining pages with numpy views over ``memory.data_ptr`` (no copies); memories
+under 64 MiB, or hosts without a readable pagemap, have every page checked.
 
 A :class:`CoreProcess` is not thread-safe: one worker evaluates a process at a time.
 """
@@ -93,6 +94,7 @@ PAGEMAP_ENTRY_BYTES = 8
 PAGEMAP_PRESENT = 1 << 63
 PAGEMAP_SWAPPED = 1 << 62
 PAGEMAP_CHUNK_ENTRIES = 256 * 1024
+PAGEMAP_MIN_BYTES = 64 * MIB  # below this a direct scan is cheaper than reading /proc
 
 SNAPSHOT_MAGIC = b"AOCORE64"
 SNAPSHOT_VERSION = 1
@@ -102,6 +104,7 @@ SNAPSHOT_GLOBAL_TAIL = struct.Struct("<BQ")  # kind code, raw value bits
 SNAPSHOT_PAGE_INDEX = struct.Struct("<I")
 GLOBAL_KINDS = ("i32", "i64", "f32", "f64")
 GLOBAL_BITS = {"i32": 32, "i64": 64, "f32": 32, "f64": 64}
+MAX_GLOBAL_NAME_BYTES = 2**16 - 1
 
 
 class CoreModuleError(Exception):
@@ -179,6 +182,8 @@ class Snapshot:
             if len(page) != WASM_PAGE_SIZE:
                 raise ValueError(f"snapshot page {index} has {len(page)} bytes, not {WASM_PAGE_SIZE}")
         for name, (kind, bits) in self.globals.items():
+            if len(name.encode()) > MAX_GLOBAL_NAME_BYTES:
+                raise ValueError(f"snapshot global name {name[:40]!r}… is longer than {MAX_GLOBAL_NAME_BYTES} bytes")
             if kind not in GLOBAL_KINDS:
                 raise ValueError(f"snapshot global {name!r} has unsupported type {kind!r}")
             if not 0 <= bits < 1 << GLOBAL_BITS[kind]:
@@ -248,6 +253,8 @@ class Snapshot:
             for _ in range(page_count):
                 (index,) = SNAPSHOT_PAGE_INDEX.unpack_from(view, offset)
                 offset += SNAPSHOT_PAGE_INDEX.size
+                if index in pages:
+                    raise ValueError(f"snapshot holds page {index} twice")
                 page = bytes(view[offset : offset + WASM_PAGE_SIZE])
                 if len(page) != WASM_PAGE_SIZE:
                     raise ValueError(f"snapshot is truncated inside page {index}")
@@ -287,10 +294,12 @@ def _anonymous_private(address: int, length: int) -> bool:
     return covered >= end
 
 
-def _materialised_pages(address: int, length: int) -> np.ndarray | None:
+def materialised_pages(address: int, length: int) -> np.ndarray | None:
     """Per 64 KiB page, whether the kernel ever backed any of it (None: unknown)."""
     os_page = mmap.PAGESIZE
-    if WASM_PAGE_SIZE % os_page or address % os_page or not _anonymous_private(address, length):
+    if length < PAGEMAP_MIN_BYTES or WASM_PAGE_SIZE % os_page or address % os_page:
+        return None
+    if not _anonymous_private(address, length):
         return None
     per_wasm_page = WASM_PAGE_SIZE // os_page
     os_pages = length // os_page
@@ -331,7 +340,7 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 def nonzero_pages(address: int, length: int) -> list[int]:
     """Indices of the 64 KiB pages holding any non-zero byte in [address, address+length)."""
     page_count = length // WASM_PAGE_SIZE
-    candidates = _materialised_pages(address, length)
+    candidates = materialised_pages(address, length)
     if candidates is None:
         candidates = np.ones(page_count, dtype=bool)
     words_per_page = WASM_PAGE_SIZE // 8
@@ -548,7 +557,9 @@ class _Live:
         try:
             self.instance = wasmtime.Instance(self.store, module, [])
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            raise CoreModuleError(f"module failed to instantiate under a {memory_limit_bytes}-byte limit: {exc}") from exc
+            raise CoreModuleError(
+                f"module failed to instantiate under a {memory_limit_bytes}-byte Memory-Limit: {exc}"
+            ) from exc
         exports = self.instance.exports(self.store)
         memory = exports["memory"]
         alloc = exports["alloc"]
@@ -750,7 +761,10 @@ class CoreProcess:
             actual = str(global_.type(live.store).content)
             if actual != kind:
                 raise CoreModuleError(f"snapshot global {name!r} is {kind} but the module's is {actual}")
-            global_.set_value(live.store, _global_value(kind, bits))
+            try:
+                global_.set_value(live.store, _global_value(kind, bits))
+            except wasmtime.WasmtimeError as exc:
+                raise CoreModuleError(f"cannot restore snapshot global {name!r}: {exc}") from exc
 
     # -- evaluation
 
@@ -761,7 +775,8 @@ class CoreProcess:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
         if self._live is None:
-            return Evaluation(None, f"process instance is unusable ({self._broken}); recreate it from its last snapshot", 0)
+            reason = f"process instance is unusable ({self._broken}); recreate it from its last snapshot"
+            return Evaluation(None, reason, 0)
         try:
             msg, env = msg_json.encode(), env_json.encode()
         except UnicodeEncodeError as exc:
@@ -798,7 +813,7 @@ class CoreProcess:
                         f"(gas {outcome.gas_used} vs {entry.gas_used}, error {outcome.error!r}); "
                         "the module is not deterministic or keeps state outside memory"
                     )
-        except CoreModuleError as exc:
+        except (CoreModuleError, wasmtime.WasmtimeError) as exc:
             self._broken = str(exc)
             return
         self._live = live
@@ -871,7 +886,7 @@ def _decode_result(raw: bytes) -> dict[str, Any]:
     """Parse and shape-check a result; _CallFailed says what is wrong."""
     try:
         result = json.loads(raw.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _CallFailed(f"malformed result: not UTF-8 JSON ({exc})") from exc
     if not isinstance(result, dict):
         raise _CallFailed(f"malformed result: expected a JSON object, got {type(result).__name__}")

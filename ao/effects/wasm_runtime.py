@@ -30,6 +30,8 @@ import wasmtime
 from wasmtime import Config, Engine, Store, Trap, WasiConfig, WasmtimeError
 from wasmtime.component import Component, Linker, Record, Variant
 
+# Compiled code is only valid for the engine build and settings that made it.
+ENGINE_TAG = "wasmtime50-fuel-epoch"
 WIT_PACKAGE = "llamafed:ao"
 WIT_VERSION = "0.1.0"
 WASI_VERSION = "0.2.9"
@@ -139,12 +141,13 @@ class ComponentRuntime:
     # -- compilation ----------------------------------------------------------------------
 
     def component(self, module_id: str, load: Callable[[], bytes]) -> Component:
-        """The compiled component of a module: memory, then the disk cache, then compile."""
+        """The compiled component of a module: memory, then the disk cache (by content), then compile."""
         found = self._components.get(module_id)
         if found is not None:
             return found
+        data = load()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        cached = self.cache_dir / f"{module_id}.{wasmtime.__version__ if hasattr(wasmtime, '__version__') else 'v'}.cwasm"
+        cached = self.cache_dir / f"{hashlib.sha256(data).hexdigest()}-{ENGINE_TAG}.cwasm"
         component = None
         if cached.exists():
             try:
@@ -152,7 +155,7 @@ class ComponentRuntime:
             except WasmtimeError:
                 cached.unlink(missing_ok=True)  # stale artefact from another engine build
         if component is None:
-            component = Component(self.engine, load())
+            component = Component(self.engine, data)
             fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".cwasm-")
             with os.fdopen(fd, "wb") as fh:
                 fh.write(component.serialize())
@@ -221,12 +224,29 @@ class ComponentRuntime:
         handle = instance.get_func(store, "handle")
         if handle is None:
             raise HostCallError("the module exports no handle function")
+        self._warm_up(store, handle)
         warm = _Warm(store=store, handle=handle, memory_limit=memory_limit)
         if key is not None:
             if len(self._instances) >= MAX_WARM_INSTANCES:
                 self._instances.pop(next(iter(self._instances)))
             self._instances[key] = warm
         return warm
+
+    def _warm_up(self, store: Store, handle: Any) -> None:
+        """Call handle once with a message no handler takes, outside any real message.
+
+        A fresh interpreter does one-time work on its first call (it draws random bytes, for
+        one); doing that here makes a fresh instance behave exactly like a warm one, so where
+        instances are recycled cannot change any message's result.
+        """
+        real = self._ctx
+        self._ctx = CallContext(state=_EmptyState(), seed=b"warm-up", timestamp_ms=0)
+        try:
+            store.set_fuel(INSTANTIATE_FUEL)
+            handle(store, WARM_UP_MESSAGE, WARM_UP_ENV)
+            handle.post_return(store)
+        finally:
+            self._ctx = real
 
     def forget(self, instance_key: str) -> None:
         """Drop a warm instance (its process is being evaluated elsewhere or replayed)."""
@@ -264,7 +284,7 @@ class ComponentRuntime:
                 )
             with root.add_instance(f"wasi:clocks/wall-clock@{WASI_VERSION}") as wall:
                 wall.add_func("now", self._wall_now)
-                wall.add_func("resolution", lambda _s: Record(seconds=0, nanoseconds=1_000_000))
+                wall.add_func("resolution", lambda _s: _datetime(0, 1_000_000))
             with root.add_instance(f"wasi:clocks/monotonic-clock@{WASI_VERSION}") as mono:
                 mono.add_func("now", lambda _s: self._context().timestamp_ms * 1_000_000)
                 mono.add_func("resolution", lambda _s: 1_000_000)
@@ -288,7 +308,7 @@ class ComponentRuntime:
 
     def _wall_now(self, _store: Any) -> Record:
         ms = self._context().timestamp_ms
-        return Record(seconds=ms // 1000, nanoseconds=(ms % 1000) * 1_000_000)
+        return _datetime(ms // 1000, (ms % 1000) * 1_000_000)
 
     def _wd_size(self, _store: Any, path: str) -> int | str:
         drive = self._context().weavedrive
@@ -318,8 +338,36 @@ class ComponentRuntime:
             self.engine.increment_epoch()
 
 
+WARM_UP_MESSAGE = '{"Id":"","Tags":[{"name":"Action","value":"llamafed/warm-up"}],"Data":"","Nonce":0}'
+WARM_UP_ENV = '{"Process":{"Id":"","Owner":"","Tags":[]},"Module":{"Id":"","Owner":"","Tags":[]}}'
+
+
+class _EmptyState:
+    """State for the warm-up call: empty, and writes go nowhere."""
+
+    def get(self, key: str) -> bytes | None:
+        return None
+
+    def set(self, key: str, value: bytes) -> None:
+        return None
+
+    def delete(self, key: str) -> None:
+        return None
+
+    def keys(self, prefix: str, after: str, limit: int) -> list[str]:
+        return []
+
+
 class HostCallError(Exception):
     """A host import refused a call; the message fails with this error."""
+
+
+def _datetime(seconds: int, nanoseconds: int) -> Record:
+    """A wasi:clocks/wall-clock datetime record."""
+    record = Record()
+    record.seconds = seconds
+    record.nanoseconds = nanoseconds
+    return record
 
 
 def _key(key: str) -> str:

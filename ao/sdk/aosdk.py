@@ -8,7 +8,9 @@ randomness, no iteration over unordered collections into outputs; state only via
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -181,6 +183,9 @@ class Process:
     def handle(self, host: Host, msg_json: str, env_json: str) -> str:
         """Evaluate one message; return AO's result JSON."""
         msg = Message(json.loads(msg_json))
+        # The interpreter (and its `random` module) may live on between messages or be
+        # recycled at any point; seeding from the message makes `random` the same either way.
+        random.seed(hashlib.sha256(f"{msg.id}/{msg.nonce}".encode()).digest())
         ctx = Context(host, msg, json.loads(env_json))
         error = None
         try:

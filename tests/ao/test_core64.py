@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,6 +133,40 @@ def test_sparse_snapshot_of_a_memory_past_4_gib_is_small_and_round_trips(
     assert process.take_snapshot().sha256() != snapshot.sha256()
 
 
+@pytest.mark.skipif(not os.access(core64.PAGEMAP_PATH, os.R_OK), reason="no readable /proc/self/pagemap")
+def test_pagemap_skips_pages_the_kernel_never_backed(runtime: CoreModuleRuntime, wasm: bytes) -> None:
+    process = CoreProcess.create(runtime, wasm)
+    _output(process, f"grow {PAGES_PAST_4_GIB}")
+    _output(process, f"write {HIGH_OFFSET} 1")
+    live = process._require_live()
+    touched = core64.materialised_pages(live.address(), live.size())
+    assert touched is not None and len(touched) == PAGES_PAST_4_GIB + 1
+    assert touched[0] and touched[HIGH_OFFSET // WASM_PAGE_SIZE]
+    assert int(touched.sum()) < 16  # only the pages the module wrote, not 4 GiB of them
+    assert core64.nonzero_pages(live.address(), live.size()) == [0, HIGH_OFFSET // WASM_PAGE_SIZE]
+
+
+def test_restore_zeroes_data_segment_pages_the_snapshot_lacks(runtime: CoreModuleRuntime) -> None:
+    wasm = wasmtime.wat2wasm(
+        r"""(module
+          (memory (export "memory") i64 2)
+          (data (i64.const 65536) "\01")
+          (data (i64.const 1024) "\02\00\00\00\00\00\00\00{}")
+          (func (export "alloc") (param i64) (result i64) (i64.const 4096))
+          (func (export "handle") (param i64 i64 i64 i64) (result i64)
+            (i64.store8 (i64.const 65536) (i64.const 0))
+            (i64.const 1024)))"""
+    )
+    process = CoreProcess.create(runtime, wasm)
+    assert 1 in process.take_snapshot().pages  # the data segment's page
+    evaluation = process.evaluate("{}", "{}", fuel=FUEL, timeout_s=TIMEOUT_S)
+    assert evaluation.error is None and evaluation.result == {"Messages": [], "Spawns": [], "Assignments": []}
+    snapshot = process.take_snapshot()
+    assert sorted(snapshot.pages) == [0]
+    restored = CoreProcess.create(runtime, wasm, snapshot=snapshot)
+    assert restored.take_snapshot() == snapshot
+
+
 def test_snapshot_from_bytes_rejects_damaged_input() -> None:
     good = Snapshot(memory_size=2 * WASM_PAGE_SIZE, pages={1: b"\x01" * WASM_PAGE_SIZE}, globals={"g": ("i32", 5)})
     encoded = good.to_bytes()
@@ -210,6 +246,22 @@ def test_journal_replay_restores_every_message_since_the_last_snapshot(
     assert [_output(process, f"read {LOW_OFFSET + value}") for value in range(1, 5)] == ["1", "2", "3", "4"]
     assert process.journal_length == 3  # a checkpoint was taken once the journal held checkpoint_every (5)
     assert process.take_snapshot().sha256() != checkpoint.sha256()
+
+
+def test_a_replay_that_diverges_marks_the_process_unusable_without_raising(
+    runtime: CoreModuleRuntime, wasm: bytes
+) -> None:
+    process = CoreProcess.create(runtime, wasm, eager_snapshot_max_bytes=0)
+    _output(process, "grow 1")
+    # Pretend the recorded result differed, as a module keeping state outside memory would cause.
+    process._journal[0] = dataclasses.replace(process._journal[0], result_sha256="0" * 64)
+    assert _send(process, f"trap {LOW_OFFSET} 1").error is not None
+    assert process.broken is not None and "diverged" in process.broken
+    evaluation = _send(process, "handled")
+    assert evaluation.result is None
+    assert evaluation.error is not None and "recreate it from its last snapshot" in evaluation.error
+    with pytest.raises(CoreModuleError, match="unusable"):
+        process.take_snapshot()
 
 
 def test_restoring_a_snapshot_needs_room_under_the_memory_limit(runtime: CoreModuleRuntime, wasm: bytes) -> None:

@@ -1,0 +1,89 @@
+"""A test process that does what the compute unit must contain: loops, traps, big allocations, entropy."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+
+from aosdk import Context, Process, ProcessError
+
+process = Process()
+
+
+@process.on_spawn
+def spawn(ctx: Context) -> None:
+    ctx.put("spawned", True)
+
+
+@process.on("Set")
+def set_value(ctx: Context) -> None:
+    ctx.put(ctx.msg.tag("Key", "k") or "k", ctx.msg.data)
+
+
+@process.on("Get")
+def get_value(ctx: Context) -> None:
+    ctx.print(json.dumps(ctx.get(ctx.msg.tag("Key", "k") or "k")))
+
+
+@process.on("Set-Then-Fail")
+def set_then_fail(ctx: Context) -> None:
+    ctx.put(ctx.msg.tag("Key", "k") or "k", ctx.msg.data)
+    ctx.send(ctx.msg.sender, {"Action": "Never-Sent"})
+    raise ProcessError("failed after writing")
+
+
+@process.on("Set-Then-Crash")
+def set_then_crash(ctx: Context) -> None:
+    ctx.put(ctx.msg.tag("Key", "k") or "k", ctx.msg.data)
+    raise ValueError("a bug in the handler")
+
+
+@process.on("Loop")
+def loop(ctx: Context) -> None:
+    ctx.put("k", "looping")
+    n = 0
+    while True:
+        n += 1
+
+
+@process.on("Alloc")
+def alloc(ctx: Context) -> None:
+    ctx.put("k", "allocating")
+    block = bytearray(int(ctx.msg.tag("Size", "0") or "0"))
+    ctx.print(str(len(block)))
+
+
+@process.on("Entropy")
+def entropy(ctx: Context) -> None:
+    ctx.print(json.dumps({"random": random.random(), "time": time.time(), "urandom": os.urandom(8).hex(),
+                          "monotonic": time.monotonic_ns()}))
+
+
+@process.on("Sleep")
+def sleep(ctx: Context) -> None:
+    time.sleep(0.01)
+
+
+@process.on("Env")
+def env(ctx: Context) -> None:
+    ctx.print(json.dumps({"environ": dict(os.environ), "files": _listdir()}))
+
+
+def _listdir() -> list[str] | str:
+    try:
+        return os.listdir("/")
+    except OSError as exc:
+        return f"{type(exc).__name__}"
+
+
+@process.on("Whoami")
+def whoami(ctx: Context) -> None:
+    ctx.print(json.dumps({"From": ctx.msg.sender, "Owner": ctx.msg.owner, "Forwarded-By": ctx.msg.raw.get("Forwarded-By"),
+                          "Tags": ctx.msg.tags}))
+
+
+@process.on("Send")
+def send(ctx: Context) -> None:
+    ctx.send(ctx.msg.tag("To", "") or "", {"Action": ctx.msg.tag("Forward-Action", "Ping") or "Ping"}, ctx.msg.data)

@@ -1,0 +1,186 @@
+"""The compute unit: processes written in Python, run as WebAssembly, deterministic, exactly once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import pytest
+
+from ao import evaluation, models, services
+from ao.effects import keys
+from ao.permaweb import dataitem
+from ao.permaweb.wallet import Ed25519Key
+from ao.units import cu, su
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+def spawn(owner: Ed25519Key, module: str, extra: Sequence[tuple[str, str]] = ()) -> str:
+    item = factories.spawn_item(owner, module=module, extra=extra)
+    services.su_schedule(raw=item.serialize())
+    return item.id
+
+
+def send(owner: Ed25519Key, pid: str, action: str, data: str = "", **tags: str) -> str:
+    item = factories.message_item(owner, pid, action=action, data=data.encode(), extra=list(tags.items()))
+    services.su_schedule(raw=item.serialize())
+    return item.id
+
+
+def result(pid: str, message_id: str) -> models.Result:
+    evaluation.cu_evaluate_pending(process_id=pid)
+    return models.Result.objects.get(process_id=pid, message_id=message_id)
+
+
+def state(pid: str) -> dict[str, bytes]:
+    return {e.key: bytes(e.value) for e in models.StateEntry.objects.filter(process_id=pid)}
+
+
+def tags_of(message: dict) -> dict[str, str]:
+    return {t["name"]: t["value"] for t in message["Tags"]}
+
+
+def test_ledger_mints_and_transfers_with_notices(alice: Ed25519Key, ledger_module: str) -> None:
+    pid = spawn(alice, ledger_module, [("Ticker", "LLAMA"), ("Denomination", "12"), ("Max-Supply", "1000")])
+    send(alice, pid, "Mint", Quantity="600")
+    bob = Ed25519Key.generate().address
+    transfer = send(alice, pid, "Transfer", Recipient=bob, Quantity="250", **{"X-Petition": "hello"})
+    body = result(pid, transfer).body
+    debit, credit = body["Messages"]
+    assert (debit["Target"], tags_of(debit)["Action"], tags_of(debit)["Quantity"]) == (alice.address, "Debit-Notice", "250")
+    assert (credit["Target"], tags_of(credit)["Action"], tags_of(credit)["Sender"]) == (bob, "Credit-Notice", alice.address)
+    assert tags_of(credit)["X-Petition"] == "hello"
+    st = state(pid)
+    assert json.loads(st[f"balance/{alice.address}"]) == "350"
+    assert json.loads(st[f"balance/{bob}"]) == "250"
+    assert json.loads(st["supply"]) == "600"
+
+
+def test_insufficient_balance_is_an_error_reply_and_changes_nothing(alice: Ed25519Key, ledger_module: str) -> None:
+    pid = spawn(alice, ledger_module)
+    send(alice, pid, "Mint", Quantity="5")
+    evaluation.cu_evaluate_pending(process_id=pid)
+    before = state(pid)
+    bad = send(alice, pid, "Transfer", Recipient=Ed25519Key.generate().address, Quantity="6")
+    res = result(pid, bad)
+    [reply] = res.body["Messages"]
+    assert tags_of(reply)["Action"] == "Transfer-Error"
+    assert "insufficient balance" in tags_of(reply)["Error"]
+    assert res.error == ""
+    assert state(pid) == before
+
+
+@pytest.mark.parametrize(
+    ("action", "tags", "expected"),
+    [
+        ("Set-Then-Fail", {}, "failed after writing"),
+        ("Set-Then-Crash", {}, "ValueError: a bug in the handler"),
+        ("Loop", {}, "out of fuel"),
+        ("Alloc", {"Size": str(512 * 1024 * 1024)}, "MemoryError"),
+        ("Sleep", {}, "cannot sleep"),
+    ],
+    ids=["process-error", "handler-bug", "fuel", "memory-limit", "sleep"],
+)
+def test_failures_record_an_error_and_leave_state_unchanged(
+    alice: Ed25519Key, probe_module: str, action: str, tags: dict[str, str], expected: str
+) -> None:
+    pid = spawn(alice, probe_module, [("Compute-Limit", str(2_000_000_000)), ("Memory-Limit", "64-mb")])
+    send(alice, pid, "Set", "before")
+    evaluation.cu_evaluate_pending(process_id=pid)
+    before = state(pid)
+    hash_before = models.Evaluation.objects.get(process_id=pid).state_hash
+    failing = send(alice, pid, action, "after", **tags)
+    res = result(pid, failing)
+    assert expected in res.error
+    assert res.body["Error"] == res.error
+    assert res.body["Messages"] == []
+    assert state(pid) == before
+    assert res.state_hash != hash_before  # the error itself is part of the replayable history
+    after = send(alice, pid, "Get")
+    assert result(pid, after).body["Output"] == '"before"'
+
+
+def test_entropy_and_clocks_come_from_the_message(alice: Ed25519Key, probe_module: str) -> None:
+    pid = spawn(alice, probe_module)
+    first, second = send(alice, pid, "Entropy"), send(alice, pid, "Entropy")
+    out1 = json.loads(result(pid, first).body["Output"])
+    out2 = json.loads(result(pid, second).body["Output"])
+    a1 = models.Assignment.objects.get(process_id=pid, message__id=first)
+    assert out1["time"] == a1.timestamp / 1000
+    assert out1["monotonic"] == a1.timestamp * 1_000_000
+    assert out1["random"] != out2["random"] and out1["urandom"] != out2["urandom"]
+    # The same message evaluated again (a fresh runtime, as replay does) gives the same values.
+    runtime = __import__("ao.effects.compute", fromlist=["x"]).fresh_component_runtime()
+    pctx = evaluation.process_context(pid)
+    from ao.effects.process_state import BatchState
+
+    again = evaluation.evaluate_message(runtime, pctx, BatchState(pid), a1, "0" * 64, instance_key=None)
+    assert json.loads(again.body["Output"]) == out1
+
+
+def test_processes_see_no_environment_and_no_filesystem(alice: Ed25519Key, probe_module: str) -> None:
+    pid = spawn(alice, probe_module)
+    out = json.loads(result(pid, send(alice, pid, "Env")).body["Output"])
+    assert out["environ"] == {}
+    assert out["files"] in ([], "FileNotFoundError", "PermissionError", "OSError")
+
+
+def test_user_cannot_forge_from_or_owner(alice: Ed25519Key, probe_module: str) -> None:
+    pid = spawn(alice, probe_module)
+    forged = send(alice, pid, "Whoami", **{"From-Process": "F" * 43, "From": "G" * 43, "Owner": "H" * 43})
+    out = json.loads(result(pid, forged).body["Output"])
+    assert out["From"] == alice.address and out["Owner"] == alice.address
+    assert out["Forwarded-By"] is None
+    names = {n for n, _ in out["Tags"]}
+    assert not names & {"From-Process", "From", "Owner"}
+
+
+def test_outbox_to_a_local_process_is_pushed_once_with_from_process(alice: Ed25519Key, probe_module: str) -> None:
+    sender = spawn(alice, probe_module)
+    receiver = spawn(alice, probe_module, [("Name", "receiver")])
+    evaluation.cu_evaluate_pending(process_id=receiver)
+    send(alice, sender, "Send", "payload", To=receiver, **{"Forward-Action": "Whoami"})
+    evaluation.cu_evaluate_pending(process_id=sender)
+    evaluation.cu_evaluate_pending(process_id=sender)  # twice: nothing more
+    assert models.Push.objects.count() == 1
+    services.mu_deliver_pending()
+    services.mu_deliver_pending()
+    evaluation.cu_evaluate_pending(process_id=receiver)
+    pushed = models.Result.objects.get(process_id=receiver, nonce=1)
+    out = json.loads(pushed.body["Output"])
+    assert out["From"] == sender
+    assert out["Forwarded-By"] == keys.messenger_key().address
+    assert models.Assignment.objects.filter(process_id=receiver).count() == 2
+
+
+def test_evaluation_is_exactly_once_and_ordered(alice: Ed25519Key, ledger_module: str) -> None:
+    pid = spawn(alice, ledger_module)
+    ids = [send(alice, pid, "Mint", Quantity="1") for _ in range(5)]
+    assert evaluation.cu_evaluate_pending(process_id=pid, batch_size=2) == 6
+    assert evaluation.cu_evaluate_pending(process_id=pid) == 0
+    assert list(models.Result.objects.filter(process_id=pid).values_list("nonce", flat=True)) == list(range(6))
+    assert json.loads(state(pid)["supply"]) == "5"
+    assert [r.message_id for r in models.Result.objects.filter(process_id=pid, nonce__gte=1)] == ids
+
+
+def test_missing_module_is_a_clear_error(alice: Ed25519Key, node_keys: None) -> None:
+    pid = spawn(alice, factories.MODULE_ID)
+    with pytest.raises(evaluation.EvaluationError, match="is not in the store"):
+        evaluation.cu_evaluate_pending(process_id=pid)
+    assert not models.Result.objects.filter(process_id=pid).exists()
+
+
+def test_limits_parse_ao_forms() -> None:
+    assert cu.parse_memory_limit("16-gb") == 16 * 1024**3
+    assert cu.parse_memory_limit("512-mb") == 512 * 1024**2
+    assert cu.parse_memory_limit(None) == cu.DEFAULT_MEMORY_LIMIT
+    with pytest.raises(cu.LimitError, match="between 1 byte and 16-gb"):
+        cu.parse_memory_limit("17-gb")
+    with pytest.raises(cu.LimitError, match="is not like"):
+        cu.parse_memory_limit("lots")
+    with pytest.raises(cu.LimitError):
+        cu.parse_compute_limit("-5")
+    assert su.is_id(factories.MODULE_ID)
+    assert dataitem is not None
