@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
-from ao import selectors, services
+from ao import evaluation, models, selectors, services
 from ao.effects import keys
 from ao.effects.embedded_store import chunk_by_weave_offset
 from ao.effects.graphql import execute as graphql_execute
@@ -204,8 +204,6 @@ def gw_tx_offset(request: HttpRequest, tx_id: str) -> HttpResponse:
     """Where a transaction's data sits in the weave: {size, offset (last byte)}."""
     store = embedded_store()
     store.get_transaction(tx_id)
-    from ao import models
-
     entry = models.Entry.objects.only("weave_offset", "data_size").get(id=tx_id)
     if entry.weave_offset is None:
         return _error(404, f"transaction {tx_id} has no data")
@@ -259,3 +257,69 @@ def gw_data(request: HttpRequest, item_id: str) -> HttpResponse:
         response = HttpResponse(store.read(item_id), content_type=content_type)
     response["Accept-Ranges"] = "bytes"
     return response
+
+
+# -- compute unit ----------------------------------------------------------------------------
+
+MAX_RESULTS_PAGE = 1000
+DEFAULT_RESULTS_PAGE = 25
+
+
+@require_GET
+@_handles_errors
+def cu_root(request: HttpRequest) -> HttpResponse:
+    """Who this compute unit is."""
+    return JsonResponse({"Unit": "Compute", "Address": keys.scheduler_key().address, "Timestamp": int(time.time() * 1000)})
+
+
+def _process_param(request: HttpRequest) -> str:
+    process_id = request.GET.get("process-id", "")
+    if not process_id:
+        raise InvalidMessage("a process-id query parameter is required")
+    return process_id
+
+
+@require_GET
+@_handles_errors
+def cu_result(request: HttpRequest, message_id: str) -> HttpResponse:
+    """The result of one message (evaluating up to it if needed)."""
+    result = evaluation.cu_result(process_id=_process_param(request), message_id=message_id)
+    return JsonResponse(evaluation.result_json(result))
+
+
+@require_GET
+@_handles_errors
+def cu_results(request: HttpRequest, process_id: str) -> HttpResponse:
+    """Results of a process, paged by nonce: ?from=&to=&sort=ASC|DESC&limit=."""
+    if not models.Process.objects.filter(id=process_id).exists():
+        return _error(404, f"no process {process_id}")
+    sort = request.GET.get("sort", "ASC").upper()
+    if sort not in ("ASC", "DESC"):
+        return _error(400, "sort must be ASC or DESC")
+    limit = max(1, min(_int_param(request, "limit") or DEFAULT_RESULTS_PAGE, MAX_RESULTS_PAGE))
+    qs = models.Result.objects.filter(process_id=process_id)
+    start, end = _int_param(request, "from"), _int_param(request, "to")
+    if start is not None:
+        qs = qs.filter(nonce__gt=start) if sort == "ASC" else qs.filter(nonce__lt=start)
+    if end is not None:
+        qs = qs.filter(nonce__lte=end) if sort == "ASC" else qs.filter(nonce__gte=end)
+    rows = list(qs.order_by("nonce" if sort == "ASC" else "-nonce")[: limit + 1])
+    edges = [{"cursor": str(r.nonce), "node": evaluation.result_json(r)} for r in rows[:limit]]
+    return JsonResponse({"edges": edges, "pageInfo": {"hasNextPage": len(rows) > limit}})
+
+
+@csrf_exempt
+@require_http_methods(["POST"])
+@_handles_errors
+def cu_dry_run(request: HttpRequest) -> HttpResponse:
+    """Evaluate an unsigned message against current state; nothing changes."""
+    body = request.read(evaluation.MAX_DRY_RUN_BYTES + 1)
+    if len(body) > evaluation.MAX_DRY_RUN_BYTES:
+        return _error(413, f"dry-run message over {evaluation.MAX_DRY_RUN_BYTES} bytes")
+    try:
+        message = json.loads(body or b"{}")
+    except json.JSONDecodeError as exc:
+        return _error(400, f"body is not JSON: {exc}")
+    if not isinstance(message, dict):
+        return _error(400, "body must be a JSON message object")
+    return JsonResponse(evaluation.cu_dry_run(process_id=_process_param(request), message=message))

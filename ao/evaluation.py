@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -268,3 +269,86 @@ def result_json(result: models.Result) -> dict[str, Any]:
 def dumps(value: Any) -> str:
     """JSON for logs."""
     return json.dumps(value, sort_keys=True)
+
+
+RESULT_WAIT_S = 30.0
+RESULT_POLL_S = 0.1
+MAX_DRY_RUN_BYTES = 100 * 1024
+
+
+def cu_result(*, process_id: str, message_id: str) -> models.Result:
+    """The result of a message, evaluating the process up to it first if needed (as AO's CU does)."""
+    assignment = models.Assignment.objects.filter(process_id=process_id, message__id=message_id).first()
+    if assignment is None:
+        raise NotEvaluable(f"message {message_id} is not scheduled on process {process_id}")
+    deadline = time.monotonic() + RESULT_WAIT_S
+    while True:
+        found = models.Result.objects.filter(process_id=process_id, nonce=assignment.nonce).first()
+        if found is not None:
+            return found
+        try:
+            cu_evaluate_pending(process_id=process_id)
+        except ProcessBusy:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(RESULT_POLL_S)
+
+
+class NotEvaluable(AoError):
+    """No such message in the process's log."""
+
+    status = 404
+
+
+def cu_dry_run(*, process_id: str, message: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate an unsigned message against the process's current state; nothing is written."""
+    if not models.Process.objects.filter(id=process_id).exists():
+        raise NotEvaluable(f"no process {process_id}")
+    try:
+        cu_evaluate_pending(process_id=process_id)
+    except ProcessBusy:
+        pass  # read the state as the other worker last committed it
+    tags = message.get("Tags") or []
+    if not isinstance(tags, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("value"), str) for t in tags
+    ):
+        raise EvaluationError("Tags must be a list of {name, value} strings")
+    owner = message.get("Owner") or message.get("From") or ""
+    if not isinstance(owner, str):
+        raise EvaluationError("Owner must be a string")
+    data = message.get("Data", "")
+    cursor = models.Evaluation.objects.filter(process_id=process_id).first()
+    now_ms = int(time.time() * 1000)
+    msg = {
+        "Id": str(message.get("Id") or ""),
+        "Signature": "",
+        "Owner": owner,
+        "From": owner,
+        "Target": process_id,
+        "Anchor": str(message.get("Anchor") or ""),
+        "Data": data if isinstance(data, str) else json.dumps(data),
+        "Tags": [t for t in tags if t["name"] not in cu.STRIPPED_FROM_USERS],
+        "Epoch": 0,
+        "Nonce": cursor.next_nonce if cursor else 0,
+        "Timestamp": now_ms,
+        "Block-Height": embedded_store().block_height(),
+        "Hash-Chain": "",
+        "Cron": False,
+    }
+    pctx = process_context(process_id)
+    runtime = component_runtime()
+    state = BatchState(process_id)
+    ctx = CallContext(state=state, seed=hashlib.sha256(f"dry-run/{now_ms}".encode()).digest(), timestamp_ms=now_ms)
+    component = runtime.component(pctx.module_id, lambda: _module_bytes(pctx.module_id))
+    outcome = runtime.call(component, cu.canonical(msg).decode("utf-8"), pctx.env_json, ctx, fuel=pctx.fuel,
+                           memory_limit=pctx.memory_limit, instance_key=None)
+    state.rollback_message()
+    if outcome.error is not None or outcome.output is None:
+        body: dict[str, Any] = {"Messages": [], "Spawns": [], "Assignments": [], "Output": "", "Error": outcome.error}
+    else:
+        try:
+            body = cu.normalize_result(outcome.output)
+        except cu.ResultError as exc:
+            body = {"Messages": [], "Spawns": [], "Assignments": [], "Output": "", "Error": str(exc)}
+    body["GasUsed"] = outcome.gas_used
+    return body

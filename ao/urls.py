@@ -44,3 +44,13 @@ gateway_urls = (
     ],
     "gateway",
 )
+
+cu_urls = (
+    [
+        path("", api.cu_root, name="root"),
+        path("result/<txid:message_id>", api.cu_result, name="result"),
+        path("results/<txid:process_id>", api.cu_results, name="results"),
+        path("dry-run", api.cu_dry_run, name="dry-run"),
+    ],
+    "cu",
+)

@@ -5,7 +5,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
-from ao.urls import gateway_urls, mu_urls, su_urls
+from ao.urls import cu_urls, gateway_urls, mu_urls, su_urls
 
 
 def health(request: HttpRequest) -> JsonResponse:
@@ -20,4 +20,5 @@ urlpatterns = [
     path("ao/mu/", include(mu_urls)),
     path("ao/su/", include(su_urls)),
     path("ao/gateway/", include(gateway_urls)),
+    path("ao/cu/", include(cu_urls)),
 ]
