@@ -86,3 +86,51 @@ class BatchState:
         if deletes:
             models.StateEntry.objects.filter(process_id=self.process_id, key__in=deletes).delete()
         self._dirty = {}
+
+
+class MemoryState:
+    """Process state held in memory, starting empty: what replay-verify rebuilds from the log alone."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self._message: dict[str, bytes | None] = {}
+
+    def get(self, key: str) -> bytes | None:
+        """Current value, seeing this message's own writes."""
+        if key in self._message:
+            return self._message[key]
+        return self.data.get(key)
+
+    def set(self, key: str, value: bytes) -> None:
+        """Write within the current message."""
+        self._message[key] = value
+
+    def delete(self, key: str) -> None:
+        """Delete within the current message."""
+        self._message[key] = None
+
+    def keys(self, prefix: str, after: str, limit: int) -> list[str]:
+        """Keys with a prefix in code-point order, after a cursor."""
+        merged = {k for k in self.data if k.startswith(prefix)}
+        for key, value in self._message.items():
+            if key.startswith(prefix):
+                if value is None:
+                    merged.discard(key)
+                else:
+                    merged.add(key)
+        return sorted(k for k in merged if k > after)[:limit]
+
+    def commit_message(self) -> dict[str, bytes | None]:
+        """Keep the current message's writes; return them."""
+        writes = self._message
+        for key, value in writes.items():
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
+        self._message = {}
+        return writes
+
+    def rollback_message(self) -> None:
+        """Drop the current message's writes."""
+        self._message = {}

@@ -4,23 +4,97 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ao import services
+from ao.errors import AoError
 
 
 class Command(BaseCommand):
     """AO node administration."""
 
-    help = "AO node administration: `init` creates keys and the Scheduler-Location record."
+    help = "AO node administration: init, module, evaluate, verify."
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
         sub.add_parser("init", help="create missing keys; publish the scheduler's location")
+        verify = sub.add_parser("verify", help="replay a process's log and compare every result and state hash")
+        verify.add_argument("process", help="process id")
+        evaluate = sub.add_parser("evaluate", help="evaluate pending messages now (one process, or --all)")
+        evaluate.add_argument("process", nargs="?", help="process id")
+        evaluate.add_argument("--all", action="store_true", help="every process with unevaluated messages")
+        module = sub.add_parser("module", help="build a process module from Python source and publish it")
+        module.add_argument("source", help="directory holding process_main.py")
+        module.add_argument("--name", help="Name tag (default: the directory name)")
+        module.add_argument("--tag", action="append", default=[], metavar="K=V", help="extra module tag")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["action"] == "init":
+        action = options["action"]
+        if action == "verify":
+            self._verify(options["process"])
+        elif action == "evaluate":
+            self._evaluate(options["process"], options["all"])
+        elif action == "module":
+            self._module(options["source"], options["name"], options["tag"])
+        elif action == "init":
             created, location = services.node_init()
             for path in created:
                 self.stdout.write(f"created key {path}")
             self.stdout.write(f"scheduler location {location}")
+
+    def _verify(self, process_id: str) -> None:
+        from ao import verify
+
+        def progress(done: int, total: int) -> None:
+            self.stderr.write(f"  replayed {done}/{total}")
+
+        try:
+            report = verify.verify_process(process_id=process_id, progress=progress)
+        except AoError as exc:
+            raise CommandError(str(exc)) from exc
+        rate = report.checked / report.seconds if report.seconds else 0.0
+        if report.ok:
+            self.stdout.write(f"OK: {report.checked} messages replayed, every result and state hash matches "
+                              f"({report.seconds:.2f} s, {rate:.0f} msg/s)")
+            return
+        d = report.divergence
+        assert d is not None
+        raise CommandError(
+            f"DIVERGED at nonce {d.nonce} ({d.what}) after {report.checked} matching messages\n"
+            f"  recorded: {d.recorded}\n  replayed: {d.replayed}"
+        )
+
+    def _evaluate(self, process_id: str | None, every: bool) -> None:
+        from ao import evaluation, models
+
+        if every == bool(process_id):
+            raise CommandError("give a process id or --all, not both")
+        ids = [process_id] if process_id else list(models.Process.objects.values_list("id", flat=True))
+        for pid in ids:
+            try:
+                count = evaluation.cu_evaluate_pending(process_id=pid)
+            except AoError as exc:
+                self.stderr.write(f"{pid}: {exc}")
+                continue
+            if count:
+                self.stdout.write(f"{pid}: evaluated {count}")
+
+    def _module(self, source: str, name: str | None, tags: list[str]) -> None:
+        from pathlib import Path
+
+        from ao import modules
+
+        extra = []
+        for tag in tags:
+            key, sep, value = tag.partition("=")
+            if not sep or not key:
+                raise CommandError(f"--tag {tag!r} must be K=V")
+            extra.append((key, value))
+        path = Path(source).resolve()
+        self.stderr.write(f"building {path} with componentize-py ...")
+        try:
+            wasm = modules.build_component(path)
+        except modules.ModuleBuildError as exc:
+            raise CommandError(str(exc)) from exc
+        module_id = modules.publish_module(wasm, name=name or path.name, extra_tags=extra)
+        self.stdout.write(module_id)

@@ -1,0 +1,99 @@
+"""Replay-verify: rebuild a process from its log alone and compare every result and state hash.
+
+A fresh compute-unit runtime (no warm instances) evaluates every scheduled message in order
+against in-memory state that starts empty, after checking each assignment's signature and
+hash-chain link. The first difference from what the compute unit recorded is reported with
+its nonce. GasUsed is not compared: fuel counts the interpreter's work, which depends on
+how warm its caches are, and is a meter, not part of the result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ao import evaluation, models
+from ao.effects.compute import fresh_component_runtime
+from ao.effects.process_state import MemoryState
+from ao.permaweb import dataitem
+from ao.units import cu, su
+
+PAGE = 500
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Where a replay first disagreed with the record."""
+
+    nonce: int
+    what: str
+    recorded: str
+    replayed: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The outcome of replaying one process."""
+
+    process_id: str
+    checked: int
+    divergence: Divergence | None
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.divergence is None
+
+
+def verify_process(*, process_id: str, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+    """Replay the process's evaluated messages; stop at the first divergence."""
+    started = time.perf_counter()
+    runtime = fresh_component_runtime()
+    pctx = evaluation.process_context(process_id)
+    scheduler = models.Process.objects.values_list("scheduler", flat=True).get(id=process_id)
+    total = models.Result.objects.filter(process_id=process_id).count()
+    state = MemoryState()
+    state_hash = cu.GENESIS_STATE_HASH
+    expected_chain = su.first_hash_chain(process_id)
+    checked = 0
+    instance_key = f"verify/{process_id}"
+
+    def report(divergence: Divergence | None) -> VerifyReport:
+        return VerifyReport(process_id, checked, divergence, time.perf_counter() - started)
+
+    while checked < total:
+        assignments = list(
+            models.Assignment.objects.filter(process_id=process_id, nonce__gte=checked, nonce__lt=checked + PAGE)
+            .select_related("message")
+            .order_by("nonce")
+        )
+        results = {
+            r.nonce: r
+            for r in models.Result.objects.filter(process_id=process_id, nonce__gte=checked, nonce__lt=checked + PAGE)
+        }
+        for assignment in assignments:
+            nonce = assignment.nonce
+            if nonce >= total:
+                return report(None)
+            if nonce != checked:
+                return report(Divergence(checked, "log", f"nonce {checked}", f"nonce {nonce}"))
+            item = dataitem.parse(bytes(assignment.raw))
+            if not dataitem.verify(item) or item.owner_address != scheduler:
+                return report(Divergence(nonce, "assignment signature", scheduler, item.owner_address))
+            if assignment.hash_chain != expected_chain:
+                return report(Divergence(nonce, "hash chain", assignment.hash_chain, expected_chain))
+            expected_chain = su.next_hash_chain(assignment.id, assignment.hash_chain)
+            replayed = evaluation.evaluate_message(runtime, pctx, state, assignment, state_hash,
+                                                   instance_key=instance_key)  # type: ignore[arg-type]
+            recorded = results[nonce]
+            if replayed.body != recorded.body:
+                return report(Divergence(nonce, "result", cu.canonical(recorded.body).decode()[:2000],
+                                         cu.canonical(replayed.body).decode()[:2000]))
+            if replayed.state_hash != recorded.state_hash:
+                return report(Divergence(nonce, "state hash", recorded.state_hash, replayed.state_hash))
+            state_hash = replayed.state_hash
+            checked += 1
+            if progress is not None and checked % 100 == 0:
+                progress(checked, total)
+    return report(None)
