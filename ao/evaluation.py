@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
 
 from ao import models
 from ao.effects import keys
@@ -176,6 +177,13 @@ def cu_evaluate_pending(*, process_id: str, batch_size: int = DEFAULT_BATCH, max
         if count < batch_size:
             break
     return done
+
+
+def processes_with_pending_messages() -> list[str]:
+    """Processes whose log runs past their evaluation cursor (or that were never evaluated)."""
+    behind = models.Process.objects.filter(evaluation__next_nonce__lt=F("next_nonce"))
+    never = models.Process.objects.filter(evaluation__isnull=True, next_nonce__gt=0)
+    return sorted(set(behind.values_list("id", flat=True)) | set(never.values_list("id", flat=True)))
 
 
 def _evaluate_batch(process_id: str, batch_size: int) -> int:

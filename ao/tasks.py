@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from celery.signals import worker_ready
 from django.db import OperationalError
 
 from ao import evaluation, services
@@ -46,3 +47,18 @@ def evaluate(self, process_id: str) -> int:  # type: ignore[no-untyped-def]
     except evaluation.EvaluationError as exc:
         log.warning("process %s cannot be evaluated: %s", process_id, exc)
         return 0
+
+
+@shared_task(name="ao.evaluate_all_pending", acks_late=True)
+def evaluate_all_pending() -> int:
+    """Queue evaluation for every process with unevaluated messages (run when a worker starts)."""
+    ids = evaluation.processes_with_pending_messages()
+    for process_id in ids:
+        evaluate.delay(process_id)
+    return len(ids)
+
+
+@worker_ready.connect
+def _recover_on_start(**_: object) -> None:
+    """After a crash nothing else remembers unfinished work: look for it when a worker comes up."""
+    evaluate_all_pending.delay()
