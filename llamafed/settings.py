@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_htmx",
     "ao",
+    "ledger",
 ]
 
 MIDDLEWARE = [
