@@ -14,9 +14,10 @@ from django.utils import timezone
 from ao import models
 from ao.effects import keys
 from ao.effects.stores import embedded_store
-from ao.errors import BadSignature, DuplicateMessage, InvalidMessage, UnknownProcess, WrongScheduler
+from ao.errors import AoError, BadSignature, DuplicateMessage, InvalidMessage, UnknownProcess, WrongScheduler
 from ao.permaweb import dataitem
-from ao.permaweb.store import Duplicate, Invalid
+from ao.permaweb.store import Duplicate
+from ao.permaweb.wallet import Ed25519Key
 from ao.units import mu, su
 
 log = logging.getLogger(__name__)
@@ -45,28 +46,14 @@ def su_schedule(*, raw: bytes) -> models.Assignment:
 def su_assign(*, item: dataitem.DataItem, schedulable: su.Schedulable) -> models.Assignment:
     """Store a verified item and its signed assignment in one transaction; nothing on error."""
     key = keys.scheduler_key()
-    store = embedded_store()
     try:
         with transaction.atomic():
-            if schedulable.is_spawn:
-                if item.tag("Scheduler") != key.address:
-                    raise WrongScheduler(
-                        f"process names scheduler {item.tag('Scheduler')}; this scheduler is {key.address}"
-                    )
-                entry = store.save_item(item)
-                process = models.Process.objects.create(
-                    id=item.id,
-                    owner_address=item.owner_address,
-                    module=item.tag("Module") or "",
-                    scheduler=key.address,
-                )
-            else:
+            latest = embedded_store().latest_block()
+            process = None
+            if not schedulable.is_spawn:
                 process = models.Process.objects.select_for_update().filter(id=schedulable.process_id).first()
-                if process is None:
-                    raise UnknownProcess(f"no process {schedulable.process_id} on this scheduler")
-                entry = store.save_item(item)
-            assignment = _append(process, entry, key)
-            transaction.on_commit(lambda: _request_evaluation(process.id), robust=True)
+            assignment = _assign_locked(item, schedulable, process, key, latest)
+            transaction.on_commit(lambda: _request_evaluation(assignment.process_id), robust=True)
             return assignment
     except Duplicate as exc:
         raise DuplicateMessage(str(exc)) from exc
@@ -76,6 +63,69 @@ def su_assign(*, item: dataitem.DataItem, schedulable: su.Schedulable) -> models
         raise
 
 
+def su_schedule_batch(*, raws: Sequence[bytes]) -> list[models.Assignment | AoError]:
+    """Schedule many items in one transaction: one lock per process, one evaluation request each.
+
+    Each item succeeds or fails on its own (a savepoint apiece); the list answers item by item.
+    """
+    key = keys.scheduler_key()
+    parsed: list[tuple[dataitem.DataItem, su.Schedulable] | AoError] = []
+    for raw in raws:
+        try:
+            item = _parse_verified(raw)
+            parsed.append((item, su.classify(item)))
+        except AoError as exc:
+            parsed.append(exc)
+    out: list[models.Assignment | AoError] = []
+    with transaction.atomic():
+        latest = embedded_store().latest_block()
+        targets = sorted({p[1].process_id for p in parsed if not isinstance(p, AoError) and not p[1].is_spawn})
+        # Lock in one order so concurrent batches cannot deadlock.
+        locked = {p.id: p for p in models.Process.objects.select_for_update().filter(id__in=targets).order_by("id")}
+        for entry in parsed:
+            if isinstance(entry, AoError):
+                out.append(entry)
+                continue
+            item, schedulable = entry
+            try:
+                with transaction.atomic():
+                    assignment = _assign_locked(item, schedulable, locked.get(schedulable.process_id), key, latest)
+            except (Duplicate, IntegrityError):
+                out.append(DuplicateMessage(f"message {item.id} is already scheduled"))
+                continue
+            except AoError as exc:
+                out.append(exc)
+                continue
+            locked[assignment.process_id] = assignment.process
+            out.append(assignment)
+        for process_id in sorted({a.process_id for a in out if isinstance(a, models.Assignment)}):
+            transaction.on_commit(lambda pid=process_id: _request_evaluation(pid), robust=True)
+    return out
+
+
+def _assign_locked(
+    item: dataitem.DataItem,
+    schedulable: su.Schedulable,
+    process: models.Process | None,
+    key: Ed25519Key,
+    latest_block: int | None,
+) -> models.Assignment:
+    """Store the item and append it to its (locked, or new) process's log."""
+    store = embedded_store()
+    if schedulable.is_spawn:
+        if item.tag("Scheduler") != key.address:
+            raise WrongScheduler(f"process names scheduler {item.tag('Scheduler')}; this scheduler is {key.address}")
+        entry = store.save_item(item, block=latest_block)
+        process = models.Process.objects.create(
+            id=item.id, owner_address=item.owner_address, module=item.tag("Module") or "", scheduler=key.address
+        )
+    else:
+        if process is None:
+            raise UnknownProcess(f"no process {schedulable.process_id} on this scheduler")
+        entry = store.save_item(item, block=latest_block)
+    return _append(process, entry, key, latest_block or 0)
+
+
 def _request_evaluation(process_id: str) -> None:
     """Ask a compute unit worker to evaluate the process (after the scheduling commit)."""
     from ao import tasks  # tasks imports this module
@@ -83,7 +133,7 @@ def _request_evaluation(process_id: str) -> None:
     tasks.evaluate.delay(process_id)
 
 
-def _append(process: models.Process, entry: models.Entry, key: object) -> models.Assignment:
+def _append(process: models.Process, entry: models.Entry, key: Ed25519Key, height: int) -> models.Assignment:
     """Write the next slot of a locked process's log."""
     nonce = process.next_nonce
     if nonce == 0:
@@ -92,9 +142,8 @@ def _append(process: models.Process, entry: models.Entry, key: object) -> models
         hash_chain = su.next_hash_chain(process.last_assignment, process.last_hash_chain)
     # Timestamps never go backwards within a log, whatever the wall clock does.
     timestamp = max(int(time.time() * 1000), process.last_timestamp)
-    height = embedded_store().block_height()
     item = su.build_assignment(
-        key,  # type: ignore[arg-type]
+        key,
         process_id=process.id,
         message_id=entry.id,
         epoch=process.epoch,
@@ -114,9 +163,9 @@ def _append(process: models.Process, entry: models.Entry, key: object) -> models
         timestamp=timestamp,
         raw=item.serialize(),
     )
-    models.Process.objects.filter(id=process.id).update(
-        next_nonce=nonce + 1, last_assignment=item.id, last_hash_chain=hash_chain, last_timestamp=timestamp
-    )
+    process.next_nonce, process.last_assignment = nonce + 1, item.id
+    process.last_hash_chain, process.last_timestamp = hash_chain, timestamp
+    process.save(update_fields=["next_nonce", "last_assignment", "last_hash_chain", "last_timestamp"])
     return assignment
 
 

@@ -36,6 +36,7 @@ from ao.permaweb.store import (
 from ao.permaweb.wallet import address_of
 
 COPY_BUFFER = 1024 * 1024
+_CURRENT = object()  # save_item's default: the latest block
 MAX_QUERY_PAGE = 1000
 
 
@@ -64,8 +65,8 @@ class EmbeddedStore(Store):
             raise Invalid(f"data item {item.id}: signature does not verify")
         return item
 
-    def save_item(self, item: dataitem.DataItem) -> models.Entry:
-        """Insert an already verified item; raise Duplicate if its id is known."""
+    def save_item(self, item: dataitem.DataItem, *, block: int | None | object = _CURRENT) -> models.Entry:
+        """Insert an already verified item (in the given block, by default the latest); raise Duplicate if known."""
         try:
             with transaction.atomic():
                 entry = models.Entry.objects.create(
@@ -78,7 +79,7 @@ class EmbeddedStore(Store):
                     anchor=item.anchor_b64,
                     data_size=len(item.data),
                     raw=item.serialize(),
-                    block_id=self._current_height_or_none(),
+                    block_id=self.latest_block() if block is _CURRENT else block,
                 )
                 models.EntryTag.objects.bulk_create(
                     models.EntryTag(entry=entry, position=i, name=name, value=value)
@@ -280,8 +281,13 @@ class EmbeddedStore(Store):
         ]
 
     def block_height(self) -> int:
-        """Height of the newest block (0 for the genesis block)."""
-        return self._current_height_or_none() or 0
+        """Height of the newest block (0 before the first)."""
+        return self.latest_block() or 0
+
+    @staticmethod
+    def latest_block() -> int | None:
+        """Height of the newest block, or None when no transaction was ever mined."""
+        return models.Block.objects.order_by("-height").values_list("height", flat=True).first()
 
     def get_block(self, height: int) -> models.Block:
         """A block by height."""
@@ -289,10 +295,6 @@ class EmbeddedStore(Store):
         if block is None:
             raise NotFound(f"no block at height {height}")
         return block
-
-    @staticmethod
-    def _current_height_or_none() -> int | None:
-        return models.Block.objects.aggregate(h=Max("height"))["h"]
 
     @staticmethod
     def _mine_block(tx_id: str) -> models.Block:

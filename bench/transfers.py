@@ -1,0 +1,126 @@
+"""Ledger transfers per second end to end (scheduled, evaluated in WebAssembly, committed) vs the same
+handler run natively in Python, in one run; then replay-verify speed.
+
+    .venv/bin/python bench/transfers.py [N] [BATCH]  # SQLite; BATCH items per scheduling transaction
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/x .venv/bin/python bench/transfers.py [N]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from _setup import ROOT, django_ready
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+BATCH = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+
+
+def main() -> None:
+    django_ready()
+    from django.db import connection
+
+    from ao import evaluation, services, verify
+    from ao.effects import keys
+    from ao.permaweb import dataitem
+    from ao.permaweb.wallet import Ed25519Key
+    from ao.units import su
+    from ledger import services as ledger_services
+
+    owner = Ed25519Key.generate()
+    module_id = ledger_services.ledger_module_id()
+    spawn = dataitem.create_data_item(owner, b"", tags=[
+        ("Data-Protocol", "ao"), ("Variant", su.VARIANT), ("Type", "Process"), ("Module", module_id),
+        ("Scheduler", keys.scheduler_key().address), ("Ticker", "BENCH")], anchor=os.urandom(32))
+    services.su_schedule(raw=spawn.serialize())
+    pid = spawn.id
+
+    def message(tags: list[tuple[str, str]]) -> bytes:
+        return dataitem.create_data_item(owner, b"", target=pid, anchor=os.urandom(32), tags=[
+            ("Data-Protocol", "ao"), ("Variant", su.VARIANT), ("Type", "Message"), *tags]).serialize()
+
+    services.su_schedule(raw=message([("Action", "Mint"), ("Quantity", str(10**15))]))
+    evaluation.cu_evaluate_pending(process_id=pid)  # warm: compile (cached), instance, spawn, mint
+    recipients = [Ed25519Key.generate().address for _ in range(50)]
+    # Users sign their own messages: signing is not part of the unit's work.
+    raws = [message([("Action", "Transfer"), ("Recipient", recipients[i % 50]), ("Quantity", "1")]) for i in range(N)]
+
+    t0 = time.perf_counter()
+    if BATCH > 1:  # the messenger hands the scheduler BATCH items per transaction
+        for start in range(0, N, BATCH):
+            out = services.su_schedule_batch(raws=raws[start:start + BATCH])
+            assert all(not isinstance(a, Exception) for a in out)
+    else:
+        for raw in raws:
+            services.su_schedule(raw=raw)
+    t1 = time.perf_counter()
+    evaluated = evaluation.cu_evaluate_pending(process_id=pid)
+    t2 = time.perf_counter()
+    assert evaluated == N, evaluated
+
+    # Baseline: the same handler, natively, over the same message and env JSON, with a dict host.
+    sys.path[:0] = [str(ROOT / "ledger" / "process"), str(ROOT / "ao" / "sdk")]
+    from process_main import process  # type: ignore[import-not-found]
+
+    from ao import models
+
+    class DictHost:
+        def __init__(self) -> None:
+            self.d: dict[str, bytes] = {}
+
+        def get(self, k: str) -> bytes | None:
+            return self.d.get(k)
+
+        def set(self, k: str, v: bytes) -> None:
+            self.d[k] = v
+
+        def delete(self, k: str) -> None:
+            self.d.pop(k, None)
+
+        def keys(self, p: str, a: str, n: int) -> list[str]:
+            return sorted(k for k in self.d if k.startswith(p) and k > a)[:n]
+
+        def log(self, line: str) -> None:
+            pass
+
+    pctx = evaluation.process_context(pid)
+    from ao.units import cu
+
+    inputs = []
+    for a in models.Assignment.objects.filter(process_id=pid).select_related("message").order_by("nonce"):
+        item = dataitem.parse(bytes(a.message.raw))
+        slot = cu.Slot(pid, a.nonce, a.epoch, a.timestamp, a.block_height, a.hash_chain)
+        inputs.append(cu.canonical(cu.message_json(item, slot, trusted_pushers=pctx.trusted_pushers)).decode())
+    host = DictHost()
+    t3 = time.perf_counter()
+    for msg in inputs:
+        process.handle(host, msg, pctx.env_json)
+    t4 = time.perf_counter()
+    native_per_s = len(inputs) / (t4 - t3)
+
+    t5 = time.perf_counter()
+    report = verify.verify_process(process_id=pid)
+    t6 = time.perf_counter()
+    assert report.ok, report.divergence
+
+    schedule_s, evaluate_s = t1 - t0, t2 - t1
+    end_to_end = N / (schedule_s + evaluate_s)
+    wasm_only = N / evaluate_s
+    print(json.dumps({
+        "database": connection.vendor,
+        "transfers": N,
+        "schedule_batch": BATCH,
+        "schedule_per_s": round(N / schedule_s),
+        "evaluate_commit_per_s": round(wasm_only),
+        "end_to_end_per_s": round(end_to_end),
+        "native_handler_per_s": round(native_per_s),
+        "evaluate_vs_native_ratio": round(native_per_s / wasm_only, 2),
+        "end_to_end_vs_native_ratio": round(native_per_s / end_to_end, 2),
+        "replay_verify_per_s": round(report.checked / (t6 - t5)),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
