@@ -25,7 +25,7 @@ from ao.effects import keys
 from ao.effects.compute import component_runtime
 from ao.effects.process_state import BatchState
 from ao.effects.stores import embedded_store
-from ao.effects.wasm_runtime import CallContext, ComponentRuntime
+from ao.effects.wasm_runtime import CallContext, ComponentRuntime, HostCallError, check_value
 from ao.errors import AoError
 from ao.modules import COMPONENT_FORMAT
 from ao.permaweb import dataitem
@@ -145,14 +145,20 @@ def evaluate_message(
     body: dict[str, Any]
     if error is None and outcome.output is not None:
         try:
-            body = cu.normalize_result(outcome.output)
+            body, carried = cu.normalize_result(outcome.output)
             error = body.get("Error")
-        except cu.ResultError as exc:
+            for key, value in carried.items():
+                if value is None:
+                    state.delete(key)
+                else:
+                    check_value(key, value)
+                    state.set(key, value)
+        except (cu.ResultError, HostCallError) as exc:
             error = str(exc)
     if error:
         state.rollback_message()
         body = {"Messages": [], "Spawns": [], "Assignments": [], "Output": "", "Error": error}
-        writes: dict[str, bytes | None] = {}
+        writes: dict[str, str | None] = {}
     else:
         writes = state.commit_message()
     state_hash = cu.next_state_hash(previous_hash, assignment.nonce, writes, body)
@@ -355,7 +361,7 @@ def cu_dry_run(*, process_id: str, message: dict[str, Any]) -> dict[str, Any]:
         body: dict[str, Any] = {"Messages": [], "Spawns": [], "Assignments": [], "Output": "", "Error": outcome.error}
     else:
         try:
-            body = cu.normalize_result(outcome.output)
+            body, _ = cu.normalize_result(outcome.output)
         except cu.ResultError as exc:
             body = {"Messages": [], "Spawns": [], "Assignments": [], "Output": "", "Error": str(exc)}
     body["GasUsed"] = outcome.gas_used

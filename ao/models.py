@@ -166,7 +166,7 @@ class StateEntry(models.Model):
 
     process = models.ForeignKey(Process, on_delete=models.PROTECT, related_name="state_entries")
     key = models.CharField(max_length=1024)
-    value = models.BinaryField()
+    value = models.TextField()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["process", "key"], name="state_key_unique")]

@@ -89,7 +89,7 @@ def test_worker_killed_mid_batch_loses_nothing_and_repeats_nothing(
         workers.stop_worker(worker)
     nonces = list(models.Result.objects.filter(process_id=sender).values_list("nonce", flat=True))
     assert nonces == list(range(total))
-    stored = {e.key: json.loads(bytes(e.value)) for e in models.StateEntry.objects.filter(process_id=sender)}
+    stored = {e.key: json.loads(e.value) for e in models.StateEntry.objects.filter(process_id=sender)}
     assert all(stored[f"k{i}"] == str(i) for i in range(SETS_BEFORE + SETS_AFTER))
     assert "out of fuel" in models.Result.objects.get(process_id=sender, nonce=SETS_BEFORE + 2).error
     assert models.Push.objects.count() == 1

@@ -17,13 +17,13 @@ class BatchState:
 
     def __init__(self, process_id: str) -> None:
         self.process_id = process_id
-        self._cache: dict[str, bytes | None] = {}
-        self._dirty: dict[str, bytes | None] = {}
-        self._message: dict[str, bytes | None] = {}
+        self._cache: dict[str, str | None] = {}
+        self._dirty: dict[str, str | None] = {}
+        self._message: dict[str, str | None] = {}
 
     # -- the HostState interface --------------------------------------------------------------
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str) -> str | None:
         """Current value, seeing this message's own writes."""
         if key in self._message:
             return self._message[key]
@@ -31,11 +31,11 @@ class BatchState:
         if cached is not _MISSING:
             return cached  # type: ignore[return-value]
         row = models.StateEntry.objects.filter(process_id=self.process_id, key=key).values_list("value", flat=True)
-        value = bytes(row[0]) if row else None
+        value = row[0] if row else None
         self._cache[key] = value
         return value
 
-    def set(self, key: str, value: bytes) -> None:
+    def set(self, key: str, value: str) -> None:
         """Write within the current message."""
         self._message[key] = value
 
@@ -61,7 +61,7 @@ class BatchState:
 
     # -- message boundaries -------------------------------------------------------------------
 
-    def commit_message(self) -> dict[str, bytes | None]:
+    def commit_message(self) -> dict[str, str | None]:
         """Keep the current message's writes; return them (for the state hash)."""
         writes = self._message
         self._cache.update(writes)
@@ -92,16 +92,16 @@ class MemoryState:
     """Process state held in memory, starting empty: what replay-verify rebuilds from the log alone."""
 
     def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-        self._message: dict[str, bytes | None] = {}
+        self.data: dict[str, str] = {}
+        self._message: dict[str, str | None] = {}
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str) -> str | None:
         """Current value, seeing this message's own writes."""
         if key in self._message:
             return self._message[key]
         return self.data.get(key)
 
-    def set(self, key: str, value: bytes) -> None:
+    def set(self, key: str, value: str) -> None:
         """Write within the current message."""
         self._message[key] = value
 
@@ -120,7 +120,7 @@ class MemoryState:
                     merged.add(key)
         return sorted(k for k in merged if k > after)[:limit]
 
-    def commit_message(self) -> dict[str, bytes | None]:
+    def commit_message(self) -> dict[str, str | None]:
         """Keep the current message's writes; return them."""
         writes = self._message
         for key, value in writes.items():

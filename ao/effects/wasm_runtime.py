@@ -80,8 +80,8 @@ class _Warm:
 class HostState(Protocol):
     """Process state as the host sees it while one message runs."""
 
-    def get(self, key: str) -> bytes | None: ...
-    def set(self, key: str, value: bytes) -> None: ...
+    def get(self, key: str) -> str | None: ...
+    def set(self, key: str, value: str) -> None: ...
     def delete(self, key: str) -> None: ...
     def keys(self, prefix: str, after: str, limit: int) -> list[str]: ...
 
@@ -293,10 +293,9 @@ class ComponentRuntime:
                 mono.add_func("subscribe-duration", self._no_sleep)
         return linker
 
-    def _state_set(self, _store: Any, key: str, value: bytes) -> None:
-        if len(value) > MAX_VALUE_BYTES:
-            raise HostCallError(f"state value for {key[:60]!r} is over {MAX_VALUE_BYTES} bytes")
-        self._context().state.set(_key(key), bytes(value))
+    def _state_set(self, _store: Any, key: str, value: str) -> None:
+        check_value(key, value)
+        self._context().state.set(_key(key), value)
 
     def _state_keys(self, _store: Any, prefix: str, after: str, limit: int) -> list[str]:
         return self._context().state.keys(prefix, after, max(0, min(int(limit), MAX_KEYS_PAGE)))
@@ -345,10 +344,10 @@ WARM_UP_ENV = '{"Process":{"Id":"","Owner":"","Tags":[]},"Module":{"Id":"","Owne
 class _EmptyState:
     """State for the warm-up call: empty, and writes go nowhere."""
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str) -> str | None:
         return None
 
-    def set(self, key: str, value: bytes) -> None:
+    def set(self, key: str, value: str) -> None:
         return None
 
     def delete(self, key: str) -> None:
@@ -368,6 +367,12 @@ def _datetime(seconds: int, nanoseconds: int) -> Record:
     record.seconds = seconds
     record.nanoseconds = nanoseconds
     return record
+
+
+def check_value(key: str, value: str) -> None:
+    """Refuse a state value over the size bound."""
+    if len(value) > MAX_VALUE_BYTES:  # characters; UTF-8 may be up to 4x, still bounded
+        raise HostCallError(f"state value for {key[:60]!r} is over {MAX_VALUE_BYTES} characters")
 
 
 def _key(key: str) -> str:

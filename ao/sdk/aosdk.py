@@ -24,8 +24,8 @@ class ProcessError(Exception):
 class Host(Protocol):
     """What the compute unit provides (the WIT imports)."""
 
-    def get(self, key: str) -> bytes | None: ...
-    def set(self, key: str, value: bytes) -> None: ...
+    def get(self, key: str) -> str | None: ...
+    def set(self, key: str, value: str) -> None: ...
     def delete(self, key: str) -> None: ...
     def keys(self, prefix: str, after: str, limit: int) -> list[str]: ...
     def log(self, line: str) -> None: ...
@@ -108,6 +108,8 @@ class Context:
         self.msg = msg
         self.env = env
         self.messages: list[dict[str, Any]] = []
+        # Writes ride back with the result (one boundary crossing instead of one per write).
+        self.writes: dict[str, str | None] = {}
         self.spawns: list[dict[str, Any]] = []
         self.output: list[str] = []
 
@@ -133,21 +135,29 @@ class Context:
         self.output.append(text)
 
     def get(self, key: str, default: Any = None) -> Any:
-        """A JSON value from state."""
-        raw = self.host.get(key)
-        return default if raw is None else json.loads(raw.decode("utf-8"))
+        """A JSON value from state, seeing this message's own writes."""
+        raw = self.writes[key] if key in self.writes else self.host.get(key)
+        return default if raw is None else json.loads(raw)
 
     def put(self, key: str, value: Any) -> None:
         """Write a JSON value to state (canonical encoding)."""
-        self.host.set(key, canonical_json(value).encode("utf-8"))
+        self.writes[key] = canonical_json(value)
 
     def delete(self, key: str) -> None:
         """Remove a key from state."""
-        self.host.delete(key)
+        self.writes[key] = None
 
     def keys(self, prefix: str, after: str = "", limit: int = MAX_LIST) -> list[str]:
-        """State keys with a prefix, in byte order, after a cursor."""
-        return self.host.keys(prefix, after, min(limit, MAX_LIST))
+        """State keys with a prefix, in code-point order, after a cursor, seeing this message's writes."""
+        limit = min(limit, MAX_LIST)
+        found = set(self.host.keys(prefix, after, limit + len(self.writes)))
+        for key, value in self.writes.items():
+            if key.startswith(prefix) and key > after:
+                if value is None:
+                    found.discard(key)
+                else:
+                    found.add(key)
+        return sorted(found)[:limit]
 
 
 Handler = Callable[[Context], None]
@@ -207,4 +217,6 @@ class Process:
         }
         if error is not None:
             result["Error"] = error
+        else:
+            result["Writes"] = ctx.writes
         return canonical_json(result)

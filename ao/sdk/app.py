@@ -15,10 +15,10 @@ from wit_world.imports import log, state
 class _WitHost:
     """The compute unit's imports, as the SDK's Host."""
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str) -> str | None:
         return state.get(key)
 
-    def set(self, key: str, value: bytes) -> None:
+    def set(self, key: str, value: str) -> None:
         state.set(key, value)
 
     def delete(self, key: str) -> None:

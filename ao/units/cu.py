@@ -26,6 +26,8 @@ DEFAULT_MEMORY_LIMIT = 16 * 1024**3  # 16 GiB, as AO's compute units
 MAX_MEMORY_LIMIT = 16 * 1024**3
 MAX_RESULT_BYTES = 8 * 1024 * 1024
 MAX_OUTBOX = 1000
+MAX_WRITES = 10_000
+MAX_KEY_CHARS = 1024
 _UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
 _LIMIT_RE = re.compile(r"^\s*(\d+)\s*-?\s*(b|kb|mb|gb)?\s*$", re.IGNORECASE)
 
@@ -116,8 +118,8 @@ class ResultError(ValueError):
     """A process returned something that is not an AO result."""
 
 
-def normalize_result(raw: str) -> dict[str, Any]:
-    """Parse and bound a process's result JSON into {Messages, Spawns, Assignments, Output, Error?}."""
+def normalize_result(raw: str) -> tuple[dict[str, Any], dict[str, str | None]]:
+    """Parse and bound a process's output into its AO result and the state writes it carries."""
     if len(raw.encode("utf-8")) > MAX_RESULT_BYTES:
         raise ResultError(f"result is over {MAX_RESULT_BYTES} bytes")
     try:
@@ -127,6 +129,12 @@ def normalize_result(raw: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ResultError("result must be a JSON object")
     result: dict[str, Any] = {}
+    writes = value.get("Writes") or {}
+    if not isinstance(writes, dict) or len(writes) > MAX_WRITES or not all(
+        isinstance(k, str) and 0 < len(k) <= MAX_KEY_CHARS and (v is None or isinstance(v, str))
+        for k, v in writes.items()
+    ):
+        raise ResultError(f"Writes must be an object of at most {MAX_WRITES} keys to text or null")
     for key in ("Messages", "Spawns", "Assignments"):
         items = value.get(key) or []
         if not isinstance(items, list) or len(items) > MAX_OUTBOX:
@@ -138,7 +146,7 @@ def normalize_result(raw: str) -> dict[str, Any]:
     result["Output"] = output if isinstance(output, (str, dict, list, int, float)) or output is None else str(output)
     if value.get("Error"):
         result["Error"] = str(value["Error"])
-    return result
+    return result, writes
 
 
 def _check_message(index: int, message: Any) -> None:
@@ -159,15 +167,17 @@ def canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def next_state_hash(previous: str, nonce: int, writes: Mapping[str, bytes | None], result: Mapping[str, Any]) -> str:
+def next_state_hash(previous: str, nonce: int, writes: Mapping[str, str | None], result: Mapping[str, Any]) -> str:
     """Running hash over every message's state writes and result: replays must reproduce it."""
     digest = hashlib.sha256()
     digest.update(previous.encode("ascii"))
     digest.update(nonce.to_bytes(8, "big"))
     for key in sorted(writes):
         value = writes[key]
-        digest.update(len(key).to_bytes(4, "big") + key.encode("utf-8"))
-        digest.update(b"\x00" if value is None else b"\x01" + len(value).to_bytes(8, "big") + value)
+        name = key.encode("utf-8")
+        digest.update(len(name).to_bytes(4, "big") + name)
+        body = None if value is None else value.encode("utf-8")
+        digest.update(b"\x00" if body is None else b"\x01" + len(body).to_bytes(8, "big") + body)
     digest.update(hashlib.sha256(canonical(result)).digest())
     return digest.hexdigest()
 

@@ -34,8 +34,8 @@ def result(pid: str, message_id: str) -> models.Result:
     return models.Result.objects.get(process_id=pid, message_id=message_id)
 
 
-def state(pid: str) -> dict[str, bytes]:
-    return {e.key: bytes(e.value) for e in models.StateEntry.objects.filter(process_id=pid)}
+def state(pid: str) -> dict[str, str]:
+    return {e.key: e.value for e in models.StateEntry.objects.filter(process_id=pid)}
 
 
 def tags_of(message: dict) -> dict[str, str]:

@@ -23,7 +23,7 @@ def test_bootstrap_spawns_war_and_llama_once(node_keys: None, ledger_wasm: bytes
     assert Token.objects.count() == 2 and models.Process.objects.count() == 2
     llama = Token.objects.get(ticker="LLAMA")
     evaluation.cu_evaluate_pending(process_id=llama.process_id)
-    config = json.loads(bytes(models.StateEntry.objects.get(process_id=llama.process_id, key="config").value))
+    config = json.loads(models.StateEntry.objects.get(process_id=llama.process_id, key="config").value)
     assert config["Max-Supply"] == str(11_111_111 * BASE)
     assert config["Denomination"] == "12"
     assert config["Owner"] == keys.operator_wallet().address

@@ -20,11 +20,11 @@ pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 def _balances(pid: str) -> dict[str, int]:
     rows = models.StateEntry.objects.filter(process_id=pid, key__startswith="balance/")
-    return {r.key.removeprefix("balance/"): int(json.loads(bytes(r.value))) for r in rows}
+    return {r.key.removeprefix("balance/"): int(json.loads(r.value)) for r in rows}
 
 
 def _supply(pid: str) -> int:
-    return int(json.loads(bytes(models.StateEntry.objects.get(process_id=pid, key="supply").value)))
+    return int(json.loads(models.StateEntry.objects.get(process_id=pid, key="supply").value))
 
 
 class LedgerMachine(RuleBasedStateMachine):
