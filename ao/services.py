@@ -64,43 +64,112 @@ def su_assign(*, item: dataitem.DataItem, schedulable: su.Schedulable) -> models
 
 
 def su_schedule_batch(*, raws: Sequence[bytes]) -> list[models.Assignment | AoError]:
-    """Schedule many items in one transaction: one lock per process, one evaluation request each.
+    """Schedule many items in one transaction with bulk writes: one lock per process, one evaluation request each.
 
-    Each item succeeds or fails on its own (a savepoint apiece); the list answers item by item.
+    Each item succeeds or fails on its own; the list answers item by item. If a concurrent writer
+    stores one of the items first, the batch falls back to one savepoint per item.
     """
     key = keys.scheduler_key()
-    parsed: list[tuple[dataitem.DataItem, su.Schedulable] | AoError] = []
+    out: list[models.Assignment | AoError | None] = []
+    todo: list[tuple[int, dataitem.DataItem, su.Schedulable]] = []
+    seen: set[str] = set()
     for raw in raws:
         try:
             item = _parse_verified(raw)
-            parsed.append((item, su.classify(item)))
+            schedulable = su.classify(item)
+            if item.id in seen:
+                raise DuplicateMessage(f"message {item.id} appears twice in the batch")
+            seen.add(item.id)
+            todo.append((len(out), item, schedulable))
+            out.append(None)
         except AoError as exc:
-            parsed.append(exc)
-    out: list[models.Assignment | AoError] = []
-    with transaction.atomic():
-        latest = embedded_store().latest_block()
-        targets = sorted({p[1].process_id for p in parsed if not isinstance(p, AoError) and not p[1].is_spawn})
-        # Lock in one order so concurrent batches cannot deadlock.
-        locked = {p.id: p for p in models.Process.objects.select_for_update().filter(id__in=targets).order_by("id")}
-        for entry in parsed:
-            if isinstance(entry, AoError):
-                out.append(entry)
+            out.append(exc)
+    try:
+        with transaction.atomic():
+            _bulk_assign(todo, out, key)
+    except IntegrityError:
+        out = [o if isinstance(o, AoError) else None for o in out]
+        with transaction.atomic():
+            _assign_one_by_one(todo, out, key)
+    for process_id in sorted({a.process_id for a in out if isinstance(a, models.Assignment)}):
+        transaction.on_commit(lambda pid=process_id: _request_evaluation(pid), robust=True)
+    return [o for o in out if o is not None]
+
+
+def _bulk_assign(
+    todo: list[tuple[int, dataitem.DataItem, su.Schedulable]],
+    out: list[models.Assignment | AoError | None],
+    key: Ed25519Key,
+) -> None:
+    """Check, then insert every item, tag, assignment and process head of a batch with a few queries."""
+    store = embedded_store()
+    latest = store.latest_block()
+    existing = set(models.Entry.objects.filter(id__in=[i.id for _, i, _ in todo]).values_list("id", flat=True))
+    targets = sorted({s.process_id for _, _, s in todo if not s.is_spawn})
+    # Lock in one order so concurrent batches cannot deadlock.
+    locked = {p.id: p for p in models.Process.objects.select_for_update().filter(id__in=targets).order_by("id")}
+    accepted: list[tuple[int, dataitem.DataItem, models.Process]] = []
+    new_processes: list[models.Process] = []
+    for index, item, schedulable in todo:
+        if item.id in existing:
+            out[index] = DuplicateMessage(f"message {item.id} is already scheduled")
+        elif schedulable.is_spawn:
+            if item.tag("Scheduler") != key.address:
+                out[index] = WrongScheduler(
+                    f"process names scheduler {item.tag('Scheduler')}; this scheduler is {key.address}"
+                )
                 continue
-            item, schedulable = entry
-            try:
-                with transaction.atomic():
-                    assignment = _assign_locked(item, schedulable, locked.get(schedulable.process_id), key, latest)
-            except (Duplicate, IntegrityError):
-                out.append(DuplicateMessage(f"message {item.id} is already scheduled"))
-                continue
-            except AoError as exc:
-                out.append(exc)
-                continue
-            locked[assignment.process_id] = assignment.process
-            out.append(assignment)
-        for process_id in sorted({a.process_id for a in out if isinstance(a, models.Assignment)}):
-            transaction.on_commit(lambda pid=process_id: _request_evaluation(pid), robust=True)
-    return out
+            process = models.Process(
+                id=item.id, owner_address=item.owner_address, module=item.tag("Module") or "", scheduler=key.address
+            )
+            new_processes.append(process)
+            locked[process.id] = process
+            accepted.append((index, item, process))
+        elif schedulable.process_id not in locked:
+            out[index] = UnknownProcess(f"no process {schedulable.process_id} on this scheduler")
+        else:
+            accepted.append((index, item, locked[schedulable.process_id]))
+    entries = [store.entry_for(item, block=latest) for _, item, _ in accepted]
+    models.Entry.objects.bulk_create(entries)
+    models.Process.objects.bulk_create(new_processes)
+    models.EntryTag.objects.bulk_create(
+        models.EntryTag(entry=entry, position=i, name=name, value=value)
+        for entry, (_, item, _) in zip(entries, accepted)
+        for i, (name, value) in enumerate(item.tags)
+    )
+    assignments = [
+        _next_slot(process, entry, key, latest or 0) for entry, (_, _, process) in zip(entries, accepted)
+    ]
+    models.Assignment.objects.bulk_create(assignments)
+    touched = {p.id: p for _, _, p in accepted if p not in new_processes}
+    models.Process.objects.bulk_update(
+        [*touched.values(), *new_processes], ["next_nonce", "last_assignment", "last_hash_chain", "last_timestamp"]
+    )
+    for assignment, (index, _, _) in zip(assignments, accepted):
+        out[index] = assignment
+
+
+def _assign_one_by_one(
+    todo: list[tuple[int, dataitem.DataItem, su.Schedulable]],
+    out: list[models.Assignment | AoError | None],
+    key: Ed25519Key,
+) -> None:
+    """The slow path: a savepoint per item."""
+    latest = embedded_store().latest_block()
+    targets = sorted({s.process_id for _, _, s in todo if not s.is_spawn})
+    locked = {p.id: p for p in models.Process.objects.select_for_update().filter(id__in=targets).order_by("id")}
+    for index, item, schedulable in todo:
+        try:
+            with transaction.atomic():
+                assignment = _assign_locked(item, schedulable, locked.get(schedulable.process_id), key, latest)
+        except (Duplicate, IntegrityError):
+            out[index] = DuplicateMessage(f"message {item.id} is already scheduled")
+            continue
+        except AoError as exc:
+            out[index] = exc
+            continue
+        locked[assignment.process_id] = assignment.process
+        out[index] = assignment
 
 
 def _assign_locked(
@@ -135,6 +204,14 @@ def _request_evaluation(process_id: str) -> None:
 
 def _append(process: models.Process, entry: models.Entry, key: Ed25519Key, height: int) -> models.Assignment:
     """Write the next slot of a locked process's log."""
+    assignment = _next_slot(process, entry, key, height)
+    assignment.save(force_insert=True)
+    process.save(update_fields=["next_nonce", "last_assignment", "last_hash_chain", "last_timestamp"])
+    return assignment
+
+
+def _next_slot(process: models.Process, entry: models.Entry, key: Ed25519Key, height: int) -> models.Assignment:
+    """The signed assignment for the next nonce of a locked process; advances the process head in memory."""
     nonce = process.next_nonce
     if nonce == 0:
         hash_chain = su.first_hash_chain(process.id)
@@ -152,7 +229,9 @@ def _append(process: models.Process, entry: models.Entry, key: Ed25519Key, heigh
         block_height=height,
         timestamp_ms=timestamp,
     )
-    assignment = models.Assignment.objects.create(
+    process.next_nonce, process.last_assignment = nonce + 1, item.id
+    process.last_hash_chain, process.last_timestamp = hash_chain, timestamp
+    return models.Assignment(
         id=item.id,
         process=process,
         nonce=nonce,
@@ -163,10 +242,6 @@ def _append(process: models.Process, entry: models.Entry, key: Ed25519Key, heigh
         timestamp=timestamp,
         raw=item.serialize(),
     )
-    process.next_nonce, process.last_assignment = nonce + 1, item.id
-    process.last_hash_chain, process.last_timestamp = hash_chain, timestamp
-    process.save(update_fields=["next_nonce", "last_assignment", "last_hash_chain", "last_timestamp"])
-    return assignment
 
 
 def mu_submit(*, raw: bytes) -> models.Assignment:

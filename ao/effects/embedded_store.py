@@ -65,22 +65,27 @@ class EmbeddedStore(Store):
             raise Invalid(f"data item {item.id}: signature does not verify")
         return item
 
+    def entry_for(self, item: dataitem.DataItem, *, block: int | None) -> models.Entry:
+        """The (unsaved) row of an item."""
+        return models.Entry(
+            id=item.id,
+            kind=models.Entry.Kind.ITEM,
+            signature_type=item.signature_type,
+            owner=item.owner_b64,
+            owner_address=item.owner_address,
+            target=item.target_b64,
+            anchor=item.anchor_b64,
+            data_size=len(item.data),
+            raw=item.serialize(),
+            block_id=block,
+        )
+
     def save_item(self, item: dataitem.DataItem, *, block: int | None | object = _CURRENT) -> models.Entry:
         """Insert an already verified item (in the given block, by default the latest); raise Duplicate if known."""
         try:
             with transaction.atomic():
-                entry = models.Entry.objects.create(
-                    id=item.id,
-                    kind=models.Entry.Kind.ITEM,
-                    signature_type=item.signature_type,
-                    owner=item.owner_b64,
-                    owner_address=item.owner_address,
-                    target=item.target_b64,
-                    anchor=item.anchor_b64,
-                    data_size=len(item.data),
-                    raw=item.serialize(),
-                    block_id=self.latest_block() if block is _CURRENT else block,
-                )
+                entry = self.entry_for(item, block=self.latest_block() if block is _CURRENT else block)  # type: ignore[arg-type]
+                entry.save(force_insert=True)
                 models.EntryTag.objects.bulk_create(
                     models.EntryTag(entry=entry, position=i, name=name, value=value)
                     for i, (name, value) in enumerate(item.tags)

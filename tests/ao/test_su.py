@@ -246,3 +246,42 @@ def test_concurrent_submissions_leave_no_gap_and_no_repeat(node_keys: None) -> N
     assert su.verify_chain(spawn.id, [(a.id, a.hash_chain) for a in log]) is None
     timestamps = [a.timestamp for a in log]
     assert timestamps == sorted(timestamps)
+
+
+def test_batch_schedules_in_order_and_answers_item_by_item(process_id: str, alice: Ed25519Key) -> None:
+    spawn = factories.spawn_item(alice, extra=[("Name", "born-in-batch")])
+    first = factories.message_item(alice, process_id)
+    already = factories.message_item(alice, process_id)
+    services.su_schedule(raw=already.serialize())
+    raws = [
+        first.serialize(),
+        spawn.serialize(),
+        factories.message_item(alice, spawn.id).serialize(),  # to the process spawned just above
+        first.serialize(),  # twice in one batch
+        already.serialize(),  # scheduled before
+        factories.message_item(alice, "U" * 43).serialize(),  # unknown process
+        _resign_with_wrong_signature(factories.message_item(alice, process_id)),
+        factories.message_item(alice, process_id).serialize(),
+    ]
+    out = services.su_schedule_batch(raws=raws)
+    kinds = [type(o).__name__ if isinstance(o, Exception) else o.nonce for o in out]
+    assert kinds == [2, 0, 1, "DuplicateMessage", "DuplicateMessage", "UnknownProcess", "BadSignature", 3]
+    log = list(models.Assignment.objects.filter(process_id=process_id).order_by("nonce"))
+    assert [a.nonce for a in log] == [0, 1, 2, 3]
+    assert su.verify_chain(process_id, [(a.id, a.hash_chain) for a in log]) is None
+    assert models.Process.objects.get(id=process_id).next_nonce == 4
+    assert models.Process.objects.get(id=spawn.id).next_nonce == 2
+
+
+def test_batch_falls_back_to_one_by_one_when_a_concurrent_writer_wins(
+    process_id: str, alice: Ed25519Key, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import IntegrityError
+
+    def lost_race(*_: object) -> None:
+        raise IntegrityError("duplicate key (simulated concurrent insert)")
+
+    monkeypatch.setattr(services, "_bulk_assign", lost_race)
+    raws = [factories.message_item(alice, process_id).serialize() for _ in range(3)]
+    out = services.su_schedule_batch(raws=raws)
+    assert [o.nonce for o in out] == [1, 2, 3]  # type: ignore[union-attr]
