@@ -5,6 +5,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from ao import api
 from ao.urls import cu_urls, gateway_urls, mu_urls, su_urls
 
 
@@ -17,6 +18,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health, name="health"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    # POST to the MU without the trailing slash must not become a redirect: fetch would follow a
+    # 301 with a GET and the client would think its message was sent.
+    path("ao/mu", api.mu_root),
     path("ao/mu/", include(mu_urls)),
     path("ao/su/", include(su_urls)),
     path("ao/gateway/", include(gateway_urls)),

@@ -1,7 +1,8 @@
 """The gateway's GraphQL subset that AO clients use, served with graphql-core over the store.
 
 Supported: ``transactions(ids, owners, recipients, tags: [{name, values}], first, after,
-sort)`` returning the Arweave connection shape, and ``transaction(id)``.
+sort)`` returning the Arweave connection shape, and ``transaction(id)``. Transaction fields
+follow Arweave's schema, deprecated ``parent`` included: AO's scheduler-utils still asks for it.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ type MetaData { size: String! type: String }
 type Tag { name: String! value: String! }
 type Block { id: ID! timestamp: Int! height: Int! previous: ID! }
 type Bundle { id: ID! }
+type Parent { id: ID! }
 type Transaction {
   id: ID! anchor: String! signature: String! recipient: String!
   owner: Owner! fee: Amount! quantity: Amount! data: MetaData! tags: [Tag!]!
-  block: Block bundledIn: Bundle ingested_at: Int
+  block: Block bundledIn: Bundle parent: Parent @deprecated(reason: "Use `bundledIn`") ingested_at: Int
 }
 type PageInfo { hasNextPage: Boolean! }
 type TransactionEdge { cursor: String! node: Transaction! }
@@ -83,6 +85,7 @@ def _node(record: Record) -> dict[str, Any]:
         "tags": [{"name": t.name, "value": t.value} for t in record.tags],
         "block": block,
         "bundledIn": None,
+        "parent": None,
         "ingested_at": None,
     }
 

@@ -1,9 +1,11 @@
 """An AO client, @permaweb/aoconnect in legacy mode, spawns, messages, reads and dry-runs against this app.
 
-One node run (tests/interop/aoconnect.mjs) talks to the app served on a real port: it finds the
-scheduler through the gateway's GraphQL (the Scheduler-Location record `ao init` publishes),
-spawns a token ledger from the published module, mints with the spawner's Arweave wallet (so
-the owner), reads the result from the CU and dry-runs Balance twice.
+One node run (tests/interop/aoconnect.mjs) talks to the app served on a real port, with the unit
+base URLs as an aoconnect user sets them (MU_URL .../ao/mu/, CU_URL .../ao/cu, GATEWAY_URL
+.../ao/gateway/). It validates and locates the scheduler through the gateway's GraphQL (the
+Scheduler-Location record `ao init` publishes), spawns a token ledger from the published module,
+mints with the spawner's Arweave wallet (so the process owner), reads results from the CU, sends a
+message asking for its assignment slot, and dry-runs Balance twice.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ QUANTITY = "1234567"
 TICKER = "WIRE"
 
 
-def _tags(message: dict[str, Any]) -> dict[str, str]:
-    return {t["name"]: t["value"] for t in message["Tags"]}
+def _tags(tags: list[dict[str, str]]) -> dict[str, str]:
+    return {t["name"]: t["value"] for t in tags}
 
 
 @pytest.fixture
@@ -61,11 +63,11 @@ def session(live_server: LiveServer, settings: Settings, node_keys: None, ledger
 
 def test_aoconnect_legacy_session(session: dict[str, Any], live_server: LiveServer, rsa_wallet: Wallet) -> None:
     su_address = keys.scheduler_key().address
-    # The scheduler is found through the gateway's GraphQL, at the live SU, with nothing asked
-    # of the outside world but the testnet router aoconnect always tries first.
+    # The scheduler is found through the gateway's GraphQL, at the live SU. The only outside
+    # requests are the public AO services the libraries try first (answered 404 by the script).
     assert session["scheduler_valid"] is True
     assert session["located"] == {"url": f"{live_server.url}/ao/su", "address": su_address}
-    assert set(session["external_requests"]) <= {"su-router.ao-testnet.xyz"}
+    assert set(session["external_requests"]) == {"su-router.ao-testnet.xyz", "cache.forward.computer"}
 
     # spawn: a process of ours, owned by the wallet, running the published module.
     pid = session["process_id"]
@@ -74,12 +76,19 @@ def test_aoconnect_legacy_session(session: dict[str, Any], live_server: LiveServ
         rsa_wallet.address, session["module"], su_address,
     )
 
+    # scheduler-utils' getProcess reads the spawn through the gateway's GraphQL (Arweave's shape).
+    node = session["process_node"]
+    assert (node["id"], node["owner"]["address"], node["parent"]) == (pid, rsa_wallet.address, None)
+    assert {"Type": "Process", "Module": session["module"], "Scheduler": su_address, "Ticker": TICKER}.items() <= (
+        _tags(node["tags"]).items()
+    )
+
     # message + result: the owner's Mint is confirmed to the owner.
     mint = session["mint_result"]
     assert "error" not in mint and not mint.get("Error"), mint
     [confirmation] = mint["Messages"]
     assert confirmation["Target"] == rsa_wallet.address
-    tags = _tags(confirmation)
+    tags = _tags(confirmation["Tags"])
     assert {k: tags[k] for k in ("Action", "Quantity", "Recipient", "X-Reference")} == {
         "Action": "Mint-Confirmation", "Quantity": QUANTITY, "Recipient": rsa_wallet.address,
         "X-Reference": session["mint_id"],
@@ -91,12 +100,12 @@ def test_aoconnect_legacy_session(session: dict[str, Any], live_server: LiveServ
     assert session["balance_message"]["slot"] == "2" == session["last_slot"]
     assert models.Assignment.objects.filter(process_id=pid, message__id=balance_id, nonce=2).exists()
     [reply] = session["balance_result"]["Messages"]
-    assert (_tags(reply)["Balance"], _tags(reply)["X-Reference"]) == (QUANTITY, balance_id)
+    assert (_tags(reply["Tags"])["Balance"], _tags(reply["Tags"])["X-Reference"]) == (QUANTITY, balance_id)
 
     # dryrun: Balance by Recipient tag and by the dry-run's Owner both read the minted quantity.
     for key in ("dryrun_by_recipient", "dryrun_by_owner"):
         [reply] = session[key]["Messages"]
-        tags = _tags(reply)
+        tags = _tags(reply["Tags"])
         assert (tags["Balance"], tags["Account"], tags["Ticker"], reply["Data"]) == (
             QUANTITY, rsa_wallet.address, TICKER, QUANTITY,
         ), key

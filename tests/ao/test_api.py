@@ -197,3 +197,8 @@ def test_gateway_serves_item_data_and_raw_bytes(client: Client, alice: Ed25519Ke
     assert client.get(f"{GW}{msg.id}", HTTP_RANGE="bytes=20-30").status_code == 416
     assert client.get(f"{GW}raw/{msg.id}").content == msg.serialize()
     assert client.get(f"{GW}{'Z' * 43}").status_code == 404
+
+
+def test_mu_accepts_posts_without_the_trailing_slash(client: Client, alice: Ed25519Key, process_id: str) -> None:
+    status, body = _post_item(client, factories.message_item(alice, process_id).serialize(), url="/ao/mu")
+    assert status == 202 and body["nonce"] == 1

@@ -4,18 +4,18 @@
 //   mu_url, cu_url, gateway_url: the unit base URLs handed to connect({MODE: "legacy", ...});
 //   jwk: the Arweave wallet that signs (createDataItemSigner); address: its address;
 //   module: a published Type=Module transaction; scheduler: the SU's address.
-// stdout: {scheduler_valid, process_id, located, mint_id, mint_result, balance_message,
-//          balance_result, last_slot, results_before_dryrun, dryrun_by_recipient,
-//          dryrun_by_owner, results_after_dryrun, external_requests}
+// stdout: {scheduler_valid, process_id, located, process_node, mint_id, mint_result,
+//          balance_message, balance_result, last_slot, results_before_dryrun,
+//          dryrun_by_recipient, dryrun_by_owner, results_after_dryrun, external_requests}
 // Steps run in order; the first failure exits non-zero with the error on stderr.
 //
 // No request leaves the machine: fetch only reaches the app under test. aoconnect's own
-// scheduler lookup (locate) asks the public testnet SU router first; that request is answered
-// 404 here, as the router answers for a process it does not know, so locate falls back to the
-// gateway's GraphQL (the process's Scheduler tag, then that scheduler's Scheduler-Location).
-// Any other outside request fails the run.
+// scheduler lookup (locate) asks the public testnet SU router first, and scheduler-utils'
+// getProcess a public HyperBEAM cache; those requests are answered 404 here, as for a process
+// they do not know, so both fall back to the gateway's GraphQL (locate: the process's Scheduler
+// tag, then that scheduler's Scheduler-Location). Any other outside request fails the run.
 
-const TESTNET_SU_ROUTER = "su-router.ao-testnet.xyz";
+const PUBLIC_AO_SERVICES = new Set(["su-router.ao-testnet.xyz", "cache.forward.computer"]);
 
 async function readStdin() {
   const chunks = [];
@@ -38,7 +38,7 @@ globalThis.fetch = async (resource, options) => {
   const url = new URL(resource instanceof Request ? resource.url : String(resource));
   if (url.origin === appOrigin) return realFetch(resource, options);
   externalRequests.push(url.host);
-  if (url.host === TESTNET_SU_ROUTER) return new Response("process not found", { status: 404 });
+  if (PUBLIC_AO_SERVICES.has(url.host)) return new Response("process not found", { status: 404 });
   throw new Error(`blocked a request outside the app under test: ${url}`);
 };
 // aoconnect's module-level locate() reads GRAPHQL_URL when it is first imported.
@@ -67,6 +67,7 @@ out.process_id = await step(
   }),
 );
 out.located = await step("locate", su.locate(out.process_id));
+out.process_node = await step("getProcess", su.getProcess(out.process_id));
 out.mint_id = await step(
   "message",
   ao.message({
