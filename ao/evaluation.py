@@ -33,7 +33,7 @@ from ao.units import cu, mu
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH = 200
+DEFAULT_BATCH = 500
 
 
 class EvaluationError(AoError):
@@ -172,8 +172,9 @@ def cu_evaluate_pending(*, process_id: str, batch_size: int = DEFAULT_BATCH, max
     """Evaluate every scheduled, unevaluated message of a process in order; return how many. Safe to run twice."""
     done = 0
     batches = 0
+    carry: _Carry = _Carry()
     while max_batches is None or batches < max_batches:
-        count = _evaluate_batch(process_id, batch_size)
+        count = _evaluate_batch(process_id, batch_size, carry)
         if count < 0:
             if done:
                 break
@@ -192,7 +193,16 @@ def processes_with_pending_messages() -> list[str]:
     return sorted(set(behind.values_list("id", flat=True)) | set(never.values_list("id", flat=True)))
 
 
-def _evaluate_batch(process_id: str, batch_size: int) -> int:
+@dataclass
+class _Carry:
+    """What one run keeps between its batches: the state cache, valid while nobody else moved the cursor."""
+
+    state: BatchState | None = None
+    next_nonce: int = -1
+    pctx: ProcessContext | None = None
+
+
+def _evaluate_batch(process_id: str, batch_size: int, carry: _Carry | None = None) -> int:
     runtime = component_runtime()
     with transaction.atomic():
         models.Evaluation.objects.get_or_create(
@@ -208,8 +218,11 @@ def _evaluate_batch(process_id: str, batch_size: int) -> int:
         )
         if not assignments:
             return 0
-        pctx = process_context(process_id)
-        state = BatchState(process_id)
+        carry = carry or _Carry()
+        if carry.state is None or carry.next_nonce != cursor.next_nonce:
+            carry.state, carry.pctx = BatchState(process_id), process_context(process_id)
+        state, pctx = carry.state, carry.pctx
+        assert pctx is not None
         state_hash = cursor.state_hash
         results = []
         instance_key = f"{process_id}/{pctx.module_id}"
@@ -232,6 +245,7 @@ def _evaluate_batch(process_id: str, batch_size: int) -> int:
         models.Evaluation.objects.filter(process_id=process_id).update(
             next_nonce=results[-1].nonce + 1, state_hash=state_hash
         )
+        carry.next_nonce = results[-1].nonce + 1
         pushed = _record_pushes(process_id, pctx.module_id, assignments, results)
         if pushed:
             from ao import tasks

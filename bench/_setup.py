@@ -21,7 +21,8 @@ def django_ready() -> None:
     # Tasks are published (to an in-process broker) as in production; the bench evaluates explicitly.
     os.environ["CELERY_TASK_ALWAYS_EAGER"] = "0"
     os.environ["CELERY_BROKER_URL"] = "memory://"
-    if os.environ.get("DATABASE_URL", "").startswith("postgres"):
+    child = os.environ.get("LLAMAFED_BENCH_CHILD") == "1"  # a helper process joins the parent's database
+    if os.environ.get("DATABASE_URL", "").startswith("postgres") and not child:
         os.environ["DATABASE_URL"] = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/llamafed_bench"
     import django
 
@@ -29,6 +30,8 @@ def django_ready() -> None:
     from django.core.management import call_command
     from django.db import connection
 
+    if child:
+        return
     if connection.vendor == "postgresql":
         _recreate_pg_database(connection.settings_dict["NAME"])
     call_command("migrate", verbosity=0)
