@@ -27,7 +27,9 @@ from ao.effects.process_state import BatchState
 from ao.effects.stores import embedded_store
 from ao.effects.wasm_runtime import CallContext, ComponentRuntime, HostCallError, check_value
 from ao.errors import AoError
-from ao.modules import COMPONENT_FORMAT
+from ao.effects import core_processes
+from ao.effects.core64 import CoreProcess
+from ao.modules import COMPONENT_FORMAT, CORE64_FORMAT
 from ao.permaweb import dataitem
 from ao.units import cu, mu
 
@@ -58,6 +60,7 @@ class ProcessContext:
     fuel: int
     memory_limit: int
     trusted_pushers: frozenset[str]
+    module_format: str = COMPONENT_FORMAT
 
 
 def process_context(process_id: str) -> ProcessContext:
@@ -75,8 +78,10 @@ def process_context(process_id: str) -> ProcessContext:
     module = records[0]
     module_tags = [(t.name, t.value) for t in module.tags]
     fmt = cu.first_tag(module_tags, "Module-Format")
-    if fmt != COMPONENT_FORMAT:
-        raise EvaluationError(f"module {module_id} has Module-Format {fmt!r}; this unit runs {COMPONENT_FORMAT}")
+    if fmt not in (COMPONENT_FORMAT, CORE64_FORMAT):
+        raise EvaluationError(
+            f"module {module_id} has Module-Format {fmt!r}; this unit runs {COMPONENT_FORMAT} and {CORE64_FORMAT}"
+        )
     try:
         memory = cu.parse_memory_limit(spawn.tag("Memory-Limit") or cu.first_tag(module_tags, "Memory-Limit"))
         fuel = cu.parse_compute_limit(spawn.tag("Compute-Limit") or cu.first_tag(module_tags, "Compute-Limit"))
@@ -97,6 +102,7 @@ def process_context(process_id: str) -> ProcessContext:
         fuel=fuel,
         memory_limit=memory,
         trusted_pushers=frozenset({keys.messenger_key().address}),
+        module_format=fmt,
     )
 
 
@@ -128,17 +134,12 @@ def evaluate_message(
     instance_key: str | None,
 ) -> Evaluated:
     """Evaluate one scheduled message against the batch state (pure but for the runtime)."""
-    item = dataitem.parse(bytes(assignment.message.raw))
-    slot = cu.Slot(
-        process_id=pctx.process_id, nonce=assignment.nonce, epoch=assignment.epoch, timestamp=assignment.timestamp,
-        block_height=assignment.block_height, hash_chain=assignment.hash_chain,
-    )
-    msg = cu.message_json(item, slot, trusted_pushers=pctx.trusted_pushers)
-    seed = hashlib.sha256(f"{pctx.process_id}/{assignment.nonce}/{item.id}".encode()).digest()
+    message_id, msg_json = message_json_for(pctx, assignment)
+    seed = hashlib.sha256(f"{pctx.process_id}/{assignment.nonce}/{message_id}".encode()).digest()
     ctx = CallContext(state=state, seed=seed, timestamp_ms=assignment.timestamp)
     component = runtime.component(pctx.module_id, lambda: _module_bytes(pctx.module_id))
     outcome = runtime.call(
-        component, cu.canonical(msg).decode("utf-8"), pctx.env_json, ctx,
+        component, msg_json, pctx.env_json, ctx,
         fuel=pctx.fuel, memory_limit=pctx.memory_limit, instance_key=instance_key,
     )
     error = outcome.error
@@ -163,9 +164,76 @@ def evaluate_message(
         writes = state.commit_message()
     state_hash = cu.next_state_hash(previous_hash, assignment.nonce, writes, body)
     return Evaluated(
-        nonce=assignment.nonce, message_id=item.id, body=body, error=error or "", gas_used=outcome.gas_used,
+        nonce=assignment.nonce, message_id=message_id, body=body, error=error or "", gas_used=outcome.gas_used,
         state_hash=state_hash, logs=outcome.logs,
     )
+
+
+CORE_TIMEOUT_S = 60.0
+
+
+def message_json_for(pctx: ProcessContext, assignment: models.Assignment) -> tuple[str, str]:
+    """(message id, canonical msg JSON) of a scheduled message as the process sees it."""
+    item = dataitem.parse(bytes(assignment.message.raw))
+    slot = cu.Slot(
+        process_id=pctx.process_id, nonce=assignment.nonce, epoch=assignment.epoch, timestamp=assignment.timestamp,
+        block_height=assignment.block_height, hash_chain=assignment.hash_chain,
+    )
+    msg = cu.message_json(item, slot, trusted_pushers=pctx.trusted_pushers)
+    return item.id, cu.canonical(msg).decode("utf-8")
+
+
+def evaluate_core_message(
+    core: CoreProcess, pctx: ProcessContext, assignment: models.Assignment, previous_hash: str
+) -> Evaluated:
+    """Evaluate one message of a core (memory64) process; its state is the live memory."""
+    message_id, msg_json = message_json_for(pctx, assignment)
+    outcome = core.evaluate(msg_json, pctx.env_json, fuel=pctx.fuel, timeout_s=CORE_TIMEOUT_S)
+    error = outcome.error
+    body: dict[str, Any] = {}
+    if error is None:
+        try:
+            body, _ = cu.normalize_result(cu.canonical(outcome.result).decode("utf-8"))
+        except cu.ResultError as exc:
+            error = str(exc)  # pragma: no cover - core64 already validated the result
+    if error:
+        body = {"Messages": [], "Spawns": [], "Assignments": [], "Output": "", "Error": error}
+    state_hash = cu.next_state_hash(previous_hash, assignment.nonce, {}, body)
+    return Evaluated(
+        nonce=assignment.nonce, message_id=message_id, body=body, error=error or "", gas_used=outcome.gas_used,
+        state_hash=state_hash, logs=(),
+    )
+
+
+def _core_at(pctx: ProcessContext, next_nonce: int) -> CoreProcess:
+    """The live core process at next_nonce: this worker's, or restored from the newest checkpoint and replayed."""
+    live = core_processes.live_cores().get(pctx.process_id)
+    if live is not None and live.next_nonce == next_nonce and live.process.broken is None:
+        return live.process
+    core_processes.live_cores().pop(pctx.process_id, None)
+    checkpoint = (
+        models.Checkpoint.objects.filter(process_id=pctx.process_id, nonce__lt=next_nonce).order_by("-nonce").first()
+    )
+    snapshot = core_processes.load_snapshot(checkpoint) if checkpoint else None
+    core = CoreProcess.create(
+        core_processes.core_runtime(), _module_bytes(pctx.module_id), memory_limit_bytes=pctx.memory_limit,
+        snapshot=snapshot,
+    )
+    start = checkpoint.nonce + 1 if checkpoint else 0
+    recorded = {
+        r.nonce: r for r in models.Result.objects.filter(process_id=pctx.process_id, nonce__gte=start, nonce__lt=next_nonce)
+    }
+    replay = models.Assignment.objects.filter(
+        process_id=pctx.process_id, nonce__gte=start, nonce__lt=next_nonce
+    ).select_related("message").order_by("nonce")
+    for assignment in replay:
+        previous = recorded[assignment.nonce - 1].state_hash if assignment.nonce - 1 in recorded else ""
+        again = evaluate_core_message(core, pctx, assignment, previous)
+        if again.body != recorded[assignment.nonce].body:
+            raise EvaluationError(
+                f"process {pctx.process_id}: replay from the checkpoint diverged at nonce {assignment.nonce}"
+            )
+    return core
 
 
 def cu_evaluate_pending(*, process_id: str, batch_size: int = DEFAULT_BATCH, max_batches: int | None = None) -> int:
@@ -219,8 +287,12 @@ def _evaluate_batch(process_id: str, batch_size: int, carry: _Carry | None = Non
         if not assignments:
             return 0
         carry = carry or _Carry()
-        if carry.state is None or carry.next_nonce != cursor.next_nonce:
-            carry.state, carry.pctx = BatchState(process_id), process_context(process_id)
+        if carry.pctx is None or carry.next_nonce != cursor.next_nonce:
+            carry.state, carry.pctx = None, process_context(process_id)
+        if carry.pctx.module_format == CORE64_FORMAT:
+            return _evaluate_core_batch(process_id, cursor, assignments, carry.pctx)
+        if carry.state is None:
+            carry.state = BatchState(process_id)
         state, pctx = carry.state, carry.pctx
         assert pctx is not None
         state_hash = cursor.state_hash
@@ -251,6 +323,45 @@ def _evaluate_batch(process_id: str, batch_size: int, carry: _Carry | None = Non
             from ao import tasks
 
             transaction.on_commit(lambda: tasks.deliver_pushes.delay(process_id), robust=True)
+    return len(results)
+
+
+def _evaluate_core_batch(
+    process_id: str, cursor: models.Evaluation, assignments: list[models.Assignment], pctx: ProcessContext
+) -> int:
+    """A batch of a core process: evaluate on the live memory, then checkpoint it with the results."""
+    core_processes.live_cores().pop(process_id, None)  # until this batch commits, memory is ahead of the record
+    try:
+        core = _core_at(pctx, cursor.next_nonce)
+        state_hash = cursor.state_hash
+        results = []
+        for assignment in assignments:
+            evaluated = evaluate_core_message(core, pctx, assignment, state_hash)
+            state_hash = evaluated.state_hash
+            results.append(evaluated)
+        digest, size = core_processes.save_snapshot(core.take_snapshot())
+        last = results[-1].nonce
+        models.Checkpoint.objects.create(
+            process_id=process_id, nonce=last, sha256=digest, size=size, memory_size=core.memory_size
+        )
+        models.Result.objects.bulk_create(
+            models.Result(
+                process_id=process_id, nonce=r.nonce, message_id=r.message_id, body=r.body, error=r.error,
+                gas_used=r.gas_used, state_hash=r.state_hash, logs=[],
+            )
+            for r in results
+        )
+        models.Evaluation.objects.filter(process_id=process_id).update(next_nonce=last + 1, state_hash=state_hash)
+        if _record_pushes(process_id, pctx.module_id, assignments, results):
+            from ao import tasks
+
+            transaction.on_commit(lambda: tasks.deliver_pushes.delay(process_id), robust=True)
+    except BaseException:
+        core_processes.live_cores().pop(process_id, None)
+        raise
+    transaction.on_commit(
+        lambda: core_processes.live_cores().__setitem__(process_id, core_processes.LiveCore(core, last + 1))
+    )
     return len(results)
 
 

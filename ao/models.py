@@ -188,3 +188,18 @@ class Result(models.Model):
     class Meta:
         ordering = ["process", "nonce"]
         constraints = [models.UniqueConstraint(fields=["process", "nonce"], name="result_nonce_unique")]
+
+
+class Checkpoint(models.Model):
+    """A memory snapshot of a core (memory64) process after a nonce: where a restarted worker resumes."""
+
+    process = models.ForeignKey(Process, on_delete=models.PROTECT, related_name="checkpoints")
+    nonce = models.BigIntegerField(help_text="the last message included")
+    sha256 = models.CharField(max_length=64)
+    size = models.BigIntegerField(help_text="encoded snapshot bytes")
+    memory_size = models.BigIntegerField(help_text="linear memory bytes")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["process", "-nonce"]
+        constraints = [models.UniqueConstraint(fields=["process", "nonce"], name="checkpoint_nonce_unique")]

@@ -20,6 +20,8 @@ WIT_DIR = Path(__file__).resolve().parent / "wit"
 SDK_DIR = Path(__file__).resolve().parent / "sdk"
 WORLD = "process"
 COMPONENT_FORMAT = "wasm32-wasip2-component"
+# Core modules with a 64-bit memory and the ABI of ao.effects.core64 (memory, alloc, handle).
+CORE64_FORMAT = "wasm64-core-json-v1"
 ENCODING = "JSON-1"
 DEFAULT_MODULE_MEMORY_LIMIT = "1-gb"
 DEFAULT_MODULE_COMPUTE_LIMIT = str(10_000_000_000)
@@ -63,13 +65,15 @@ def build_component(source_dir: Path, *, cache: bool = True) -> bytes:
     return data
 
 
-def module_tags(name: str, extra: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+def module_tags(
+    name: str, extra: Sequence[tuple[str, str]] = (), *, module_format: str = COMPONENT_FORMAT
+) -> list[tuple[str, str]]:
     """The tags of a Type=Module transaction."""
     tags = [
         ("Data-Protocol", su.DATA_PROTOCOL),
         ("Variant", su.VARIANT),
         ("Type", "Module"),
-        ("Module-Format", COMPONENT_FORMAT),
+        ("Module-Format", module_format),
         ("Input-Encoding", ENCODING),
         ("Output-Encoding", ENCODING),
         ("Memory-Limit", DEFAULT_MODULE_MEMORY_LIMIT),
@@ -83,13 +87,15 @@ def module_tags(name: str, extra: Sequence[tuple[str, str]] = ()) -> list[tuple[
     ]
 
 
-def publish_module(data: bytes, *, name: str, extra_tags: Sequence[tuple[str, str]] = ()) -> str:
+def publish_module(
+    data: bytes, *, name: str, extra_tags: Sequence[tuple[str, str]] = (), module_format: str = COMPONENT_FORMAT
+) -> str:
     """Store a module as a signed L1 transaction of the operator; return its id (reuses an identical one)."""
     store = embedded_store()
     digest = hashlib.sha256(data).hexdigest()
     wallet = keys.operator_wallet()
     for record in store.query(owners=[wallet.address], tags=[("Type", ["Module"]), ("Sha256", [digest])], first=1):
         return record.id
-    tags = [*module_tags(name, extra_tags), ("Sha256", digest)]
+    tags = [*module_tags(name, extra_tags, module_format=module_format), ("Sha256", digest)]
     tx = l1.sign(l1.build(data=data, tags=tags), wallet)
     return store.put_transaction(tx.to_header(include_data=False), data)

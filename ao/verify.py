@@ -1,7 +1,8 @@
 """Replay-verify: rebuild a process from its log alone and compare every result and state hash.
 
 A fresh compute-unit runtime (no warm instances) evaluates every scheduled message in order
-against in-memory state that starts empty, after checking each assignment's signature and
+against in-memory state that starts empty (for a core memory64 process: a fresh instance,
+whose memory is compared with every recorded checkpoint), after checking each assignment's signature and
 hash-chain link. The first difference from what the compute unit recorded is reported with
 its nonce. GasUsed is not compared: fuel counts the interpreter's work, which depends on
 how warm its caches are, and is a meter, not part of the result.
@@ -13,7 +14,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pathlib import Path
+
+from django.conf import settings
+
 from ao import evaluation, models
+from ao.effects.core64 import CoreModuleRuntime, CoreProcess
+from ao.modules import CORE64_FORMAT
 from ao.effects.compute import fresh_component_runtime
 from ao.effects.process_state import MemoryState
 from ao.permaweb import dataitem
@@ -54,6 +61,15 @@ def verify_process(*, process_id: str, progress: Callable[[int, int], None] | No
     scheduler = models.Process.objects.values_list("scheduler", flat=True).get(id=process_id)
     total = models.Result.objects.filter(process_id=process_id).count()
     state = MemoryState()
+    core = None
+    checkpoints: dict[int, str] = {}
+    if pctx.module_format == CORE64_FORMAT:
+        core = CoreProcess.create(
+            CoreModuleRuntime(cache_dir=Path(settings.AO["BUILD_CACHE"]) / "core64"),
+            evaluation._module_bytes(pctx.module_id),
+            memory_limit_bytes=pctx.memory_limit,
+        )
+        checkpoints = dict(models.Checkpoint.objects.filter(process_id=process_id).values_list("nonce", "sha256"))
     state_hash = cu.GENESIS_STATE_HASH
     expected_chain = su.first_hash_chain(process_id)
     checked = 0
@@ -84,14 +100,21 @@ def verify_process(*, process_id: str, progress: Callable[[int, int], None] | No
             if assignment.hash_chain != expected_chain:
                 return report(Divergence(nonce, "hash chain", assignment.hash_chain, expected_chain))
             expected_chain = su.next_hash_chain(assignment.id, assignment.hash_chain)
-            replayed = evaluation.evaluate_message(runtime, pctx, state, assignment, state_hash,
-                                                   instance_key=instance_key)  # type: ignore[arg-type]
+            if core is None:
+                replayed = evaluation.evaluate_message(runtime, pctx, state, assignment, state_hash,
+                                                       instance_key=instance_key)  # type: ignore[arg-type]
+            else:
+                replayed = evaluation.evaluate_core_message(core, pctx, assignment, state_hash)
             recorded = results[nonce]
             if replayed.body != recorded.body:
                 return report(Divergence(nonce, "result", cu.canonical(recorded.body).decode()[:2000],
                                          cu.canonical(replayed.body).decode()[:2000]))
             if replayed.state_hash != recorded.state_hash:
                 return report(Divergence(nonce, "state hash", recorded.state_hash, replayed.state_hash))
+            if core is not None and nonce in checkpoints:
+                memory = core.take_snapshot().sha256()
+                if memory != checkpoints[nonce]:
+                    return report(Divergence(nonce, "memory checkpoint", checkpoints[nonce], memory))
             state_hash = replayed.state_hash
             checked += 1
             if progress is not None and checked % 100 == 0:
