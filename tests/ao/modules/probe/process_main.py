@@ -86,4 +86,6 @@ def whoami(ctx: Context) -> None:
 
 @process.on("Send")
 def send(ctx: Context) -> None:
-    ctx.send(ctx.msg.tag("To", "") or "", {"Action": ctx.msg.tag("Forward-Action", "Ping") or "Ping"}, ctx.msg.data)
+    tags = [("Action", ctx.msg.tag("Forward-Action", "Ping") or "Ping")]
+    tags += [(n.removeprefix("Fwd-"), v) for n, v in ctx.msg.tags if n.startswith("Fwd-")]
+    ctx.send(ctx.msg.tag("To", "") or "", tags, ctx.msg.data)

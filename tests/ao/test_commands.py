@@ -1,0 +1,59 @@
+"""manage.py ao verify / evaluate / module."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from ao import evaluation, models
+from ao.permaweb.wallet import Ed25519Key
+from tests.ao.test_cu import send, spawn
+from tests.conftest import PROBE_SOURCE
+
+pytestmark = pytest.mark.django_db
+
+
+def test_verify_reports_a_match(alice: Ed25519Key, ledger_module: str) -> None:
+    pid = spawn(alice, ledger_module)
+    for _ in range(3):
+        send(alice, pid, "Mint", Quantity="2")
+    out = io.StringIO()
+    call_command("ao", "evaluate", pid, stdout=out)
+    assert f"{pid}: evaluated 4" in out.getvalue()
+    out = io.StringIO()
+    call_command("ao", "verify", pid, stdout=out)
+    assert "OK: 4 messages replayed" in out.getvalue()
+
+
+def test_verify_reports_the_first_divergence_with_its_nonce(alice: Ed25519Key, ledger_module: str) -> None:
+    pid = spawn(alice, ledger_module)
+    for _ in range(3):
+        send(alice, pid, "Mint", Quantity="2")
+    evaluation.cu_evaluate_pending(process_id=pid)
+    tampered = models.Result.objects.get(process_id=pid, nonce=2)
+    tampered.body = {**tampered.body, "Output": "forged"}
+    tampered.save()
+    with pytest.raises(CommandError, match="DIVERGED at nonce 2 \\(result\\) after 2 matching messages"):
+        call_command("ao", "verify", pid)
+
+
+def test_verify_catches_a_broken_hash_chain(alice: Ed25519Key, ledger_module: str) -> None:
+    pid = spawn(alice, ledger_module)
+    send(alice, pid, "Mint", Quantity="2")
+    evaluation.cu_evaluate_pending(process_id=pid)
+    models.Assignment.objects.filter(process_id=pid, nonce=1).update(hash_chain="X" * 43)
+    with pytest.raises(CommandError, match="nonce 1 \\(hash chain\\)"):
+        call_command("ao", "verify", pid)
+
+
+def test_module_command_builds_and_publishes(node_keys: None, probe_wasm: bytes) -> None:
+    out = io.StringIO()
+    call_command("ao", "module", str(PROBE_SOURCE), "--name", "probe", "--tag", "Author=tests", stdout=out)
+    module_id = out.getvalue().strip()
+    tags = dict(models.EntryTag.objects.filter(entry__id=module_id).values_list("name", "value"))
+    assert (tags["Type"], tags["Name"], tags["Author"]) == ("Module", "probe", "tests")
+    assert tags["Module-Format"] == "wasm32-wasip2-component"
+    with pytest.raises(CommandError, match="must be K=V"):
+        call_command("ao", "module", str(PROBE_SOURCE), "--tag", "novalue")
