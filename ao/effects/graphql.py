@@ -102,8 +102,8 @@ def _resolve_transactions(_root: Any, info: Any, **args: Any) -> dict[str, Any]:
             tags=tags,
             first=first + 1,
             after=args.get("after"),
-            descending=descending,  # type: ignore[call-arg]
-            recipients=args.get("recipients"),  # type: ignore[call-arg]
+            descending=descending,
+            recipients=args.get("recipients"),
         )
     except Invalid as exc:
         raise ValueError(str(exc)) from exc

@@ -78,8 +78,10 @@ MAX_BUNDLE_ITEMS = 100_000
 HEADER_KEYS = frozenset(HEADER_FIELDS) | {"denomination"}
 
 _QUERY = """
-query Q($ids: [ID!], $owners: [String!], $tags: [TagFilter!], $first: Int, $after: String) {
-  transactions(ids: $ids, owners: $owners, tags: $tags, first: $first, after: $after, sort: HEIGHT_ASC) {
+query Q($ids: [ID!], $owners: [String!], $recipients: [String!], $tags: [TagFilter!], $first: Int,
+        $after: String, $sort: SortOrder) {
+  transactions(ids: $ids, owners: $owners, recipients: $recipients, tags: $tags, first: $first, after: $after,
+               sort: $sort) {
     pageInfo { hasNextPage }
     edges {
       cursor
@@ -470,9 +472,16 @@ class GatewayStore(Store):
         owners: Sequence[str] | None = None,
         first: int = 100,
         after: str | None = None,
+        descending: bool = False,
+        recipients: Sequence[str] | None = None,
     ) -> list[Record]:
-        """Records matching every filter, oldest block first; owners are addresses."""
-        variables: dict[str, Any] = {"first": max(1, min(int(first), GRAPHQL_MAX_PAGE))}
+        """Records matching every filter, oldest block first (newest with descending); owners are addresses."""
+        variables: dict[str, Any] = {
+            "first": max(1, min(int(first), GRAPHQL_MAX_PAGE)),
+            "sort": "HEIGHT_DESC" if descending else "HEIGHT_ASC",
+        }
+        if recipients is not None:
+            variables["recipients"] = list(recipients)
         if ids is not None:
             variables["ids"] = list(ids)
         if owners is not None:

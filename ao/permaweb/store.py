@@ -96,8 +96,10 @@ class Store(abc.ABC):
         owners: Sequence[str] | None = None,
         first: int = 100,
         after: str | None = None,
+        descending: bool = False,
+        recipients: Sequence[str] | None = None,
     ) -> list[Record]:
-        """Records matching every filter (tag: name equals, value in list), in a stable order."""
+        """Records matching every filter (tag: name equals, value in list), oldest first unless descending."""
 
     @abc.abstractmethod
     def block_height(self) -> int:
