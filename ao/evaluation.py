@@ -28,10 +28,12 @@ from ao.effects.stores import embedded_store
 from ao.effects.wasm_runtime import CallContext, ComponentRuntime, HostCallError, check_value
 from ao.errors import AoError
 from ao.effects import core_processes
+from ao.extensions import weavedrive
 from ao.effects.core64 import CoreProcess
 from ao.modules import COMPONENT_FORMAT, CORE64_FORMAT
 from ao.permaweb import dataitem
 from ao.units import cu, mu
+from ao.units import weavedrive as wd
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class ProcessContext:
     memory_limit: int
     trusted_pushers: frozenset[str]
     module_format: str = COMPONENT_FORMAT
+    weave: wd.Policy | None = None
 
 
 def process_context(process_id: str) -> ProcessContext:
@@ -87,6 +90,13 @@ def process_context(process_id: str) -> ProcessContext:
         fuel = cu.parse_compute_limit(spawn.tag("Compute-Limit") or cu.first_tag(module_tags, "Compute-Limit"))
     except cu.LimitError as exc:
         raise EvaluationError(f"process {process_id}: {exc}") from exc
+    try:
+        weave = wd.policy_from_tags(
+            process_tags=spawn.tags, module_tags=module_tags, scheduler=spawn.tag("Scheduler") or "",
+            owner=spawn.owner_address,
+        )
+    except wd.WeaveDriveError as exc:
+        raise EvaluationError(f"process {process_id}: {exc}") from exc
     env = cu.env_json(
         process_id=process_id,
         process_owner=spawn.owner_address,
@@ -103,6 +113,7 @@ def process_context(process_id: str) -> ProcessContext:
         memory_limit=memory,
         trusted_pushers=frozenset({keys.messenger_key().address}),
         module_format=fmt,
+        weave=weave,
     )
 
 
@@ -132,11 +143,18 @@ def evaluate_message(
     previous_hash: str,
     *,
     instance_key: str | None,
+    admissions: weavedrive.Admissions | None = None,
 ) -> Evaluated:
     """Evaluate one scheduled message against the batch state (pure but for the runtime)."""
     message_id, msg_json = message_json_for(pctx, assignment)
     seed = hashlib.sha256(f"{pctx.process_id}/{assignment.nonce}/{message_id}".encode()).digest()
     ctx = CallContext(state=state, seed=seed, timestamp_ms=assignment.timestamp)
+    if pctx.weave is not None and pctx.weave.enabled:
+        ctx.weavedrive = weavedrive.WeaveDrive(
+            policy=pctx.weave, process_id=pctx.process_id, nonce=assignment.nonce,
+            block_height=assignment.block_height,
+            admissions=admissions or weavedrive.Admissions(pctx.process_id), cache=weavedrive.chunk_cache(),
+        )
     component = runtime.component(pctx.module_id, lambda: _module_bytes(pctx.module_id))
     outcome = runtime.call(
         component, msg_json, pctx.env_json, ctx,
@@ -268,6 +286,7 @@ class _Carry:
     state: BatchState | None = None
     next_nonce: int = -1
     pctx: ProcessContext | None = None
+    admissions: weavedrive.Admissions | None = None
 
 
 def _evaluate_batch(process_id: str, batch_size: int, carry: _Carry | None = None) -> int:
@@ -289,6 +308,7 @@ def _evaluate_batch(process_id: str, batch_size: int, carry: _Carry | None = Non
         carry = carry or _Carry()
         if carry.pctx is None or carry.next_nonce != cursor.next_nonce:
             carry.state, carry.pctx = None, process_context(process_id)
+            carry.admissions = weavedrive.Admissions(process_id)
         if carry.pctx.module_format == CORE64_FORMAT:
             return _evaluate_core_batch(process_id, cursor, assignments, carry.pctx)
         if carry.state is None:
@@ -303,7 +323,8 @@ def _evaluate_batch(process_id: str, batch_size: int, carry: _Carry | None = Non
         for assignment in assignments:
             if assignment.nonce != cursor.next_nonce + len(results):
                 raise EvaluationError(f"process {process_id}: log gap at nonce {cursor.next_nonce + len(results)}")
-            evaluated = evaluate_message(runtime, pctx, state, assignment, state_hash, instance_key=instance_key)
+            evaluated = evaluate_message(runtime, pctx, state, assignment, state_hash, instance_key=instance_key,
+                                         admissions=carry.admissions)
             state_hash = evaluated.state_hash
             results.append(evaluated)
         state.flush()

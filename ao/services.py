@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -346,3 +347,22 @@ def node_init() -> tuple[list[str], str]:
     )
     store.save_item(item)
     return created, item.id
+
+
+def su_attest(*, process_id: str, tx_id: str) -> models.Assignment:
+    """The scheduler attests that a transaction is available to a process (WeaveDrive Assignments mode); idempotent."""
+    if not su.is_id(tx_id):
+        raise InvalidMessage(f"not a transaction id: {tx_id[:60]!r}")
+    key = keys.scheduler_key()
+    anchor = hashlib.sha256(f"ao-attest/{process_id}/{tx_id}".encode()).digest()
+    item = dataitem.create_data_item(
+        key,
+        b"",
+        tags=[("Data-Protocol", su.DATA_PROTOCOL), ("Variant", su.VARIANT), ("Type", "Attestation"), ("Message", tx_id)],
+        target=process_id,
+        anchor=anchor,
+    )
+    try:
+        return su_assign(item=item, schedulable=su.classify(item))
+    except DuplicateMessage:
+        return models.Assignment.objects.get(process_id=process_id, message__id=item.id)

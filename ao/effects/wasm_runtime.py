@@ -134,6 +134,7 @@ class ComponentRuntime:
         self._components: dict[str, Component] = {}
         self._ctx: CallContext | None = None
         self._instances: dict[str, _Warm] = {}
+        self._store: Store | None = None
         self.linker = self._build_linker()
         self._ticker = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
         self._ticker.start()
@@ -184,6 +185,7 @@ class ComponentRuntime:
         warm: _Warm | None = None
         try:
             warm = self._warm(component, instance_key, memory_limit)
+            self._store = warm.store
             warm.store.set_fuel(fuel)
             warm.store.set_epoch_deadline(max(1, int(timeout_s / EPOCH_TICK_S)))
             output = warm.handle(warm.store, msg_json, env_json)
@@ -200,9 +202,10 @@ class ComponentRuntime:
             error = str(exc)
         finally:
             self._ctx = None
-        gas = ctx.host_fuel
+            self._store = None
+        gas = 0
         if warm is not None:
-            gas += fuel - warm.store.get_fuel()
+            gas = fuel - warm.store.get_fuel()  # host charges were taken out of the same fuel
         if error is not None or warm is None or warm.calls >= RECYCLE_AFTER:
             self._instances.pop(instance_key or "", None)  # a failed call may leave the instance broken
         if output is not None and not isinstance(output, str):
@@ -309,17 +312,37 @@ class ComponentRuntime:
         ms = self._context().timestamp_ms
         return _datetime(ms // 1000, (ms % 1000) * 1_000_000)
 
-    def _wd_size(self, _store: Any, path: str) -> int | str:
+    def _wd_size(self, store: Any, path: str) -> int | str:
         drive = self._context().weavedrive
         if drive is None:
             return "WeaveDrive is not enabled for this process (tag Extension=WeaveDrive)"
-        return drive.size(path)
+        before = drive.fuel
+        answer = drive.size(path)
+        self._charge(store, drive.fuel - before)
+        return answer
 
-    def _wd_read(self, _store: Any, path: str, offset: int, length: int) -> bytes | str:
+    def _wd_read(self, store: Any, path: str, offset: int, length: int) -> bytes | str:
         drive = self._context().weavedrive
         if drive is None:
             return "WeaveDrive is not enabled for this process (tag Extension=WeaveDrive)"
-        return drive.read(path, offset, length)
+        before = drive.fuel
+        answer = drive.read(path, int(offset), int(length))
+        self._charge(store, drive.fuel - before)
+        return answer
+
+    def _charge(self, store: Any, amount: int) -> None:
+        """Take host work out of the message's fuel, by a fixed rule: running out fails the message."""
+        if amount <= 0:
+            return
+        ctx = self._context()
+        current = self._store  # the StoreContext handed to imports has no fuel accessors
+        if current is None:  # pragma: no cover - imports only run inside call()
+            raise HostCallError("host work charged outside a message")
+        left = current.get_fuel()
+        if amount > left:
+            raise HostCallError(f"{OUT_OF_FUEL} (host work of {amount} fuel, {left} left)")
+        current.set_fuel(left - amount)
+        ctx.host_fuel += amount
 
     def _llm_complete(self, _store: Any, request: Any) -> Variant:
         engine = self._context().llm

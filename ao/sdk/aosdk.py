@@ -21,6 +21,10 @@ class ProcessError(Exception):
     """Raised by a handler: the message fails, its state writes are discarded, Error is recorded."""
 
 
+class ExtensionError(ProcessError):
+    """An extension (WeaveDrive, LLM) refused or failed; unless caught, the message fails with it."""
+
+
 class Host(Protocol):
     """What the compute unit provides (the WIT imports)."""
 
@@ -29,6 +33,8 @@ class Host(Protocol):
     def delete(self, key: str) -> None: ...
     def keys(self, prefix: str, after: str, limit: int) -> list[str]: ...
     def log(self, line: str) -> None: ...
+    def weave_size(self, path: str) -> int: ...
+    def weave_read(self, path: str, offset: int, length: int) -> bytes: ...
 
 
 TagsLike = Mapping[str, str] | Sequence[tuple[str, str]]
@@ -146,6 +152,16 @@ class Context:
     def delete(self, key: str) -> None:
         """Remove a key from state."""
         self.writes[key] = None
+
+    def weave_size(self, path: str) -> int:
+        """Size of a WeaveDrive path (/data/<txid>, /tx/<txid>, /block/<height>)."""
+        return self.host.weave_size(path)
+
+    def weave_read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Bytes of a WeaveDrive path; admission and chunk verification are the host's."""
+        if length is None:
+            length = self.weave_size(path) - offset
+        return self.host.weave_read(path, offset, length)
 
     def keys(self, prefix: str, after: str = "", limit: int = MAX_LIST) -> list[str]:
         """State keys with a prefix, in code-point order, after a cursor, seeing this message's writes."""

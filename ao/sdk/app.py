@@ -8,8 +8,10 @@ to the SDK's Host interface and exports ``handle``.
 from __future__ import annotations
 
 import wit_world
+from aosdk import ExtensionError
 from process_main import process
-from wit_world.imports import log, state
+from wit_world.imports import log, state, weavedrive
+from componentize_py_types import Err
 
 
 class _WitHost:
@@ -29,6 +31,18 @@ class _WitHost:
 
     def log(self, line: str) -> None:
         log.write(line)
+
+    def weave_size(self, path: str) -> int:
+        try:
+            return weavedrive.size(path)
+        except Err as exc:
+            raise ExtensionError(str(exc.value)) from None
+
+    def weave_read(self, path: str, offset: int, length: int) -> bytes:
+        try:
+            return weavedrive.read(path, offset, length)
+        except Err as exc:
+            raise ExtensionError(str(exc.value)) from None
 
 
 class WitWorld(wit_world.WitWorld):

@@ -89,3 +89,12 @@ def send(ctx: Context) -> None:
     tags = [("Action", ctx.msg.tag("Forward-Action", "Ping") or "Ping")]
     tags += [(n.removeprefix("Fwd-"), v) for n, v in ctx.msg.tags if n.startswith("Fwd-")]
     ctx.send(ctx.msg.tag("To", "") or "", tags, ctx.msg.data)
+
+
+@process.on("Weave-Read")
+def weave_read(ctx: Context) -> None:
+    path = ctx.msg.tag("Path", "") or ""
+    offset = int(ctx.msg.tag("Offset", "0") or "0")
+    length = int(ctx.msg.tag("Length", "-1") or "-1")
+    data = ctx.weave_read(path, offset, None if length < 0 else length)
+    ctx.print(json.dumps({"size": ctx.weave_size(path), "hex": data.hex()}))

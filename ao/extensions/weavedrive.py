@@ -1,0 +1,235 @@
+"""WeaveDrive, effects: admission queries over the log, verified chunk cache, the per-message drive.
+
+Every 256 KiB chunk of a transaction's data is verified against its data_root (the store's
+``read`` checks the Merkle proof) before a byte of it is used, then kept in a local cache
+file with a record of which chunks are verified; later reads of those chunks are plain file
+reads. A chunk that fails verification is refused with a clear error and never cached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.db.models import Q
+
+from ao import models
+from ao.effects.stores import embedded_store
+from ao.permaweb import merkle
+from ao.permaweb.store import ChunkVerificationError, NotFound, Store, StoreError
+from ao.units import weavedrive as wd
+
+FUEL_PER_KIB = 100  # host work charged per KiB read, a fixed rule
+FUEL_PER_CALL = 10_000
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock_for(tx_id: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(tx_id, threading.Lock())
+
+
+class ChunkCache:
+    """Verified chunks of L1 transactions, cached on local disk."""
+
+    def __init__(self, root: Path, store: Store) -> None:
+        self.root = root
+        self.store = store
+
+    def _paths(self, tx_id: str) -> tuple[Path, Path]:
+        return self.root / f"{tx_id}.data", self.root / f"{tx_id}.verified"
+
+    def read(self, tx_id: str, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset+length) of a transaction's data, every chunk verified before use."""
+        size = self.store.data_size(tx_id)
+        length = max(0, min(length, size - offset))
+        if offset < 0 or length <= 0:
+            return b""
+        self.ensure(tx_id, offset, offset + length, size)
+        data_path, _ = self._paths(tx_id)
+        with open(data_path, "rb") as fh:
+            return os.pread(fh.fileno(), length, offset)
+
+    def ensure(self, tx_id: str, start: int, end: int, size: int | None = None) -> Path:
+        """Verify and cache every chunk overlapping [start, end); return the cache file."""
+        size = self.store.data_size(tx_id) if size is None else size
+        self.root.mkdir(parents=True, exist_ok=True)
+        data_path, flags_path = self._paths(tx_id)
+        bounds = merkle.chunk_boundaries(size)
+        with _lock_for(tx_id):
+            flags = bytearray(flags_path.read_bytes()) if flags_path.exists() else bytearray(len(bounds))
+            if len(flags) != len(bounds):
+                flags = bytearray(len(bounds))
+            missing = [i for i, (lo, hi) in enumerate(bounds) if hi > start and lo < end and not flags[i]]
+            if not missing:
+                return data_path
+            fd = os.open(data_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                if os.fstat(fd).st_size != size:
+                    os.ftruncate(fd, size)
+                for index in missing:
+                    lo, hi = bounds[index]
+                    try:
+                        body = self.store.read(tx_id, lo, hi)  # checks the chunk's Merkle proof
+                    except ChunkVerificationError as exc:
+                        raise wd.WeaveDriveError(f"refused: {exc}") from exc
+                    if len(body) != hi - lo:
+                        raise wd.WeaveDriveError(f"transaction {tx_id}: chunk {index} came back short")
+                    os.pwrite(fd, body, lo)
+                    flags[index] = 1
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            tmp = flags_path.with_suffix(".tmp")
+            tmp.write_bytes(bytes(flags))
+            os.replace(tmp, flags_path)
+        return data_path
+
+    def local_file(self, tx_id: str) -> Path:
+        """The whole data as a verified local file (for extensions that need a path, like llama.cpp)."""
+        return self.ensure(tx_id, 0, self.store.data_size(tx_id))
+
+
+def chunk_cache() -> ChunkCache:
+    """The node's verified chunk cache over its store."""
+    return ChunkCache(Path(settings.DATA_DIR) / "weavedrive", embedded_store())
+
+
+@dataclass
+class Admissions:
+    """Admission answers known for one process during one batch: tx id -> first nonce it is readable at."""
+
+    process_id: str
+    admitted_from: dict[str, int] = field(default_factory=dict)
+
+
+class WeaveDrive:
+    """The drive one message sees (WIT imports weavedrive.size/read, and the LLM extension)."""
+
+    def __init__(
+        self, *, policy: wd.Policy, process_id: str, nonce: int, block_height: int, admissions: Admissions,
+        cache: ChunkCache,
+    ) -> None:
+        self.policy, self.process_id, self.nonce, self.block_height = policy, process_id, nonce, block_height
+        self.admissions, self.cache = admissions, cache
+        self.fuel = 0
+
+    # -- WIT -----------------------------------------------------------------------------
+
+    def size(self, path: str) -> int | str:
+        """Size in bytes of what a path names, or an error text."""
+        try:
+            parsed = self._admit(path)
+            if parsed.kind == "data":
+                return self.cache.store.data_size(parsed.tx_id)
+            return len(self._document(parsed))
+        except (wd.WeaveDriveError, StoreError) as exc:
+            return str(exc)
+
+    def read(self, path: str, offset: int, length: int) -> bytes | str:
+        """Bytes of what a path names, or an error text."""
+        try:
+            parsed = self._admit(path)
+            self.fuel += FUEL_PER_CALL
+            if parsed.kind == "data":
+                size = self.cache.store.data_size(parsed.tx_id)
+                count = wd.check_range(offset, length, size)
+                self.fuel += FUEL_PER_KIB * -(-count // 1024)
+                return self.cache.read(parsed.tx_id, offset, count)
+            document = self._document(parsed)
+            count = wd.check_range(offset, length, len(document))
+            return document[offset:offset + count]
+        except (wd.WeaveDriveError, StoreError) as exc:
+            return str(exc)
+
+    # -- extensions ----------------------------------------------------------------------
+
+    def local_file(self, path: str) -> tuple[str, Path]:
+        """For host extensions: (tx id, verified local file) of an admitted /data path."""
+        parsed = self._admit(path)
+        if parsed.kind != "data":
+            raise wd.WeaveDriveError(f"{path} is not a /data/<txid> path")
+        return parsed.tx_id, self.cache.local_file(parsed.tx_id)
+
+    # -- admission -------------------------------------------------------------------------
+
+    def _admit(self, path: str) -> wd.WeavePath:
+        if not self.policy.enabled:
+            raise wd.WeaveDriveError("WeaveDrive is not enabled for this process (tag Extension=WeaveDrive)")
+        parsed = wd.parse_path(path)
+        if parsed.kind == "block":
+            if parsed.height > self.block_height:
+                raise wd.WeaveDriveError(
+                    f"block {parsed.height} is after this message's block height {self.block_height}"
+                )
+            return parsed
+        first = self.admissions.admitted_from.get(parsed.tx_id)
+        if first is None or first > self.nonce:
+            if not self._admitted_by_log(parsed.tx_id):
+                raise wd.WeaveDriveError(self._refusal(parsed.tx_id))
+            self.admissions.admitted_from[parsed.tx_id] = self.nonce
+        if not models.Entry.objects.filter(id=parsed.tx_id, kind=models.Entry.Kind.TX).exists():
+            raise wd.WeaveDriveError(f"transaction {parsed.tx_id} is admitted but not in this node's store")
+        return parsed
+
+    def _refusal(self, tx_id: str) -> str:
+        mode = self.policy.mode
+        if mode == "Assignments":
+            return (f"refused: no Attestation of {tx_id} by the scheduler or an Attestor was assigned to this "
+                    "process before this message (Availability-Type Assignments)")
+        if mode == "Individual":
+            return (f"refused: the process owner made {tx_id} Available in this process's log before this message "
+                    "(Availability-Type Individual) — no such item was found")
+        return (f"refused: no library ({', '.join(self.policy.libraries)}) lists {tx_id} at a block before "
+                f"{self.block_height} (Availability-Type Library)")
+
+    def _admitted_by_log(self, tx_id: str) -> bool:
+        vouchers = _items_for(tx_id)
+        policy = self.policy
+        if policy.mode == "Assignments":
+            allowed = {policy.scheduler, *policy.attestors}
+            return models.Assignment.objects.filter(
+                process_id=self.process_id, nonce__lt=self.nonce, block_height__lte=self.block_height,
+                message__in=vouchers.filter(tag_rows__name="Type", tag_rows__value="Attestation",
+                                            owner_address__in=allowed),
+            ).exists()
+        if policy.mode == "Individual":
+            return models.Assignment.objects.filter(
+                process_id=self.process_id, nonce__lt=self.nonce,
+                message__in=vouchers.filter(tag_rows__name="Type", tag_rows__value="Available",
+                                            owner_address=policy.owner),
+            ).exists()
+        owners = dict(models.Process.objects.filter(id__in=policy.libraries).values_list("id", "owner_address"))
+        condition = Q()
+        for library, owner in owners.items():
+            condition |= Q(process_id=library, message__owner_address=owner)
+        if not owners:
+            return False
+        return models.Assignment.objects.filter(
+            condition, block_height__lt=self.block_height,
+            message__in=vouchers.filter(tag_rows__name="Type", tag_rows__value="Available"),
+        ).exists()
+
+    def _document(self, parsed: wd.WeavePath) -> bytes:
+        if parsed.kind == "tx":
+            header = self.cache.store.get_transaction(parsed.tx_id)
+            return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        try:
+            block = embedded_store().get_block(parsed.height)
+        except NotFound as exc:
+            raise wd.WeaveDriveError(str(exc)) from exc
+        body = {"height": block.height, "indep_hash": block.indep_hash, "previous": block.previous,
+                "timestamp": block.timestamp}
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _items_for(tx_id: str):  # type: ignore[no-untyped-def]
+    """Entries (data items) whose Message tag names tx_id."""
+    return models.Entry.objects.filter(
+        kind=models.Entry.Kind.ITEM, tag_rows__name="Message", tag_rows__value=tx_id
+    ).values("pk")
