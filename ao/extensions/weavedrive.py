@@ -2,8 +2,8 @@
 
 Every 256 KiB chunk of a transaction's data is verified against its data_root (the store's
 ``read`` checks the Merkle proof) before a byte of it is used, then kept in a local cache
-file with a record of which chunks are verified; later reads of those chunks are plain file
-reads. A chunk that fails verification is refused with a clear error and never cached.
+file; later reads of those chunks are plain file reads. A chunk that fails verification is
+refused with a clear error and never marked verified.
 """
 
 from __future__ import annotations
@@ -34,70 +34,116 @@ def _lock_for(tx_id: str) -> threading.Lock:
         return _locks.setdefault(tx_id, threading.Lock())
 
 
+@dataclass
+class _Cached:
+    """One transaction's cache file and which of its chunks this process has verified."""
+
+    size: int
+    bounds: list[tuple[int, int]]
+    verified: bytearray
+    fd: int
+
+
 class ChunkCache:
-    """Verified chunks of L1 transactions, cached on local disk."""
+    """Verified chunks of L1 transactions, cached in local files.
+
+    Which chunks are verified is known only in memory: after a restart the cache file is
+    reused as scratch, but every chunk is verified again from the store before use, so a
+    crash can never leave an unverified byte marked good.
+    """
 
     def __init__(self, root: Path, store: Store) -> None:
         self.root = root
         self.store = store
+        self._open: dict[str, _Cached] = {}
 
-    def _paths(self, tx_id: str) -> tuple[Path, Path]:
-        return self.root / f"{tx_id}.data", self.root / f"{tx_id}.verified"
+    def _cached(self, tx_id: str) -> _Cached:
+        found = self._open.get(tx_id)
+        if found is None:
+            size = self.store.data_size(tx_id)
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root / f"{tx_id}.data", os.O_RDWR | os.O_CREAT, 0o600)
+            if os.fstat(fd).st_size != size:
+                os.ftruncate(fd, size)
+            bounds = merkle.chunk_boundaries(size)
+            found = _Cached(size, bounds, bytearray(len(bounds)), fd)
+            self._open[tx_id] = found
+        return found
 
     def read(self, tx_id: str, offset: int, length: int) -> bytes:
         """Bytes [offset, offset+length) of a transaction's data, every chunk verified before use."""
-        size = self.store.data_size(tx_id)
-        length = max(0, min(length, size - offset))
+        cached = self._cached(tx_id)
+        length = max(0, min(length, cached.size - offset))
         if offset < 0 or length <= 0:
             return b""
-        self.ensure(tx_id, offset, offset + length, size)
-        data_path, _ = self._paths(tx_id)
-        with open(data_path, "rb") as fh:
-            return os.pread(fh.fileno(), length, offset)
+        self._ensure(tx_id, cached, offset, offset + length)
+        return os.pread(cached.fd, length, offset)
 
-    def ensure(self, tx_id: str, start: int, end: int, size: int | None = None) -> Path:
-        """Verify and cache every chunk overlapping [start, end); return the cache file."""
-        size = self.store.data_size(tx_id) if size is None else size
-        self.root.mkdir(parents=True, exist_ok=True)
-        data_path, flags_path = self._paths(tx_id)
-        bounds = merkle.chunk_boundaries(size)
+    def _ensure(self, tx_id: str, cached: _Cached, start: int, end: int) -> None:
+        """Verify and cache every chunk overlapping [start, end) not verified yet."""
+        first = _chunk_index(cached.bounds, start)
+        last = _chunk_index(cached.bounds, end - 1)
+        missing = [i for i in range(first, last + 1) if not cached.verified[i]]
+        if not missing:
+            return
         with _lock_for(tx_id):
-            flags = bytearray(flags_path.read_bytes()) if flags_path.exists() else bytearray(len(bounds))
-            if len(flags) != len(bounds):
-                flags = bytearray(len(bounds))
-            missing = [i for i, (lo, hi) in enumerate(bounds) if hi > start and lo < end and not flags[i]]
-            if not missing:
-                return data_path
-            fd = os.open(data_path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                if os.fstat(fd).st_size != size:
-                    os.ftruncate(fd, size)
-                for index in missing:
-                    lo, hi = bounds[index]
-                    try:
-                        body = self.store.read(tx_id, lo, hi)  # checks the chunk's Merkle proof
-                    except ChunkVerificationError as exc:
-                        raise wd.WeaveDriveError(f"refused: {exc}") from exc
-                    if len(body) != hi - lo:
-                        raise wd.WeaveDriveError(f"transaction {tx_id}: chunk {index} came back short")
-                    os.pwrite(fd, body, lo)
-                    flags[index] = 1
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            tmp = flags_path.with_suffix(".tmp")
-            tmp.write_bytes(bytes(flags))
-            os.replace(tmp, flags_path)
-        return data_path
+            for lo_index, hi_index in _runs(missing):
+                lo, hi = cached.bounds[lo_index][0], cached.bounds[hi_index][1]
+                try:
+                    body = self.store.read(tx_id, lo, hi)  # every chunk's Merkle proof is checked
+                except ChunkVerificationError as exc:
+                    raise wd.WeaveDriveError(f"refused: {exc}") from exc
+                if len(body) != hi - lo:
+                    raise wd.WeaveDriveError(f"transaction {tx_id}: chunks {lo_index}-{hi_index} came back short")
+                os.pwrite(cached.fd, body, lo)
+                for index in range(lo_index, hi_index + 1):
+                    cached.verified[index] = 1
 
     def local_file(self, tx_id: str) -> Path:
         """The whole data as a verified local file (for extensions that need a path, like llama.cpp)."""
-        return self.ensure(tx_id, 0, self.store.data_size(tx_id))
+        cached = self._cached(tx_id)
+        for offset in range(0, cached.size, LOCAL_FILE_STEP):
+            self._ensure(tx_id, cached, offset, min(cached.size, offset + LOCAL_FILE_STEP))
+        return self.root / f"{tx_id}.data"
+
+
+LOCAL_FILE_STEP = 16 * merkle.MAX_CHUNK_SIZE
+
+
+def _chunk_index(bounds: list[tuple[int, int]], offset: int) -> int:
+    """Index of the chunk holding offset (bounds are sorted and contiguous)."""
+    lo, hi = 0, len(bounds) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if bounds[mid][1] <= offset:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int]]:
+    """Consecutive runs of sorted indices, as (first, last)."""
+    runs: list[tuple[int, int]] = []
+    for index in indices:
+        if runs and runs[-1][1] == index - 1:
+            runs[-1] = (runs[-1][0], index)
+        else:
+            runs.append((index, index))
+    return runs
+
+
+_caches: dict[str, ChunkCache] = {}
 
 
 def chunk_cache() -> ChunkCache:
-    """The node's verified chunk cache over its store."""
-    return ChunkCache(Path(settings.DATA_DIR) / "weavedrive", embedded_store())
+    """The node's verified chunk cache over its store (one per process and data dir)."""
+    root = Path(settings.DATA_DIR) / "weavedrive"
+    with _locks_guard:
+        cache = _caches.get(str(root))
+        if cache is None:
+            cache = _caches[str(root)] = ChunkCache(root, embedded_store())
+        return cache
 
 
 @dataclass
