@@ -129,3 +129,19 @@ def test_headers_blocks_and_disabled_drive(alice: Ed25519Key, probe_module: str,
     plain = spawn(alice, probe_module)
     assert "not enabled" in read(alice, plain, f"/data/{tx_id}").error
     assert keys.scheduler_key().address
+
+
+def test_attest_command(alice: Ed25519Key, probe_module: str, blob) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    tx_id, _ = blob
+    pid = spawn(alice, probe_module, [("Extension", "WeaveDrive")])
+    out = io.StringIO()
+    call_command("weave", "attest", tx_id, "--process", pid, stdout=out)
+    assert f"attested {tx_id} to {pid} at nonce 1" in out.getvalue()
+    with pytest.raises(CommandError, match="not in this node's store"):
+        call_command("weave", "attest", "Q" * 43, "--process", pid)
+    with pytest.raises(CommandError, match="no process"):
+        call_command("weave", "attest", tx_id, "--process", "P" * 43)

