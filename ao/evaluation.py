@@ -28,7 +28,7 @@ from ao.effects.stores import embedded_store
 from ao.effects.wasm_runtime import CallContext, ComponentRuntime, HostCallError, check_value
 from ao.errors import AoError
 from ao.effects import core_processes
-from ao.extensions import weavedrive
+from ao.extensions import llm_host, weavedrive
 from ao.effects.core64 import CoreProcess
 from ao.modules import COMPONENT_FORMAT, CORE64_FORMAT
 from ao.permaweb import dataitem
@@ -64,6 +64,7 @@ class ProcessContext:
     trusted_pushers: frozenset[str]
     module_format: str = COMPONENT_FORMAT
     weave: wd.Policy | None = None
+    llm: bool = False
 
 
 def process_context(process_id: str) -> ProcessContext:
@@ -114,6 +115,7 @@ def process_context(process_id: str) -> ProcessContext:
         trusted_pushers=frozenset({keys.messenger_key().address}),
         module_format=fmt,
         weave=weave,
+        llm=llm_host.enabled(list(spawn.tags), module_tags),
     )
 
 
@@ -155,6 +157,8 @@ def evaluate_message(
             block_height=assignment.block_height,
             admissions=admissions or weavedrive.Admissions(pctx.process_id), cache=weavedrive.chunk_cache(),
         )
+        if pctx.llm:
+            ctx.llm = llm_host.LlmBinding(drive=ctx.weavedrive)
     component = runtime.component(pctx.module_id, lambda: _module_bytes(pctx.module_id))
     outcome = runtime.call(
         component, msg_json, pctx.env_json, ctx,
@@ -180,6 +184,8 @@ def evaluate_message(
         writes: dict[str, str | None] = {}
     else:
         writes = state.commit_message()
+    if ctx.llm is not None and ctx.llm.calls:
+        body["Calls"] = ctx.llm.calls  # every completion's request, model, params, raw output, token counts
     state_hash = cu.next_state_hash(previous_hash, assignment.nonce, writes, body)
     return Evaluated(
         nonce=assignment.nonce, message_id=message_id, body=body, error=error or "", gas_used=outcome.gas_used,

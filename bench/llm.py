@@ -90,6 +90,24 @@ def raw_greedy(llama: llama_cpp.Llama, tokens: list[int], max_tokens: int) -> li
         llama_cpp.llama_sampler_free(chain)
 
 
+def raw_llama(path: Path) -> llama_cpp.Llama:
+    """Raw llama-cpp-python with the engine's load settings (no weight repacking: it crashes on this CPU)."""
+    low = llama_cpp.llama_cpp
+    default = low.llama_model_default_params
+
+    def params():  # type: ignore[no-untyped-def]
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    low.llama_model_default_params = params
+    try:
+        return llama_cpp.Llama(str(path), n_ctx=N_CTX, n_batch=N_BATCH, n_threads=N_THREADS,
+                               n_threads_batch=N_THREADS, flash_attn=False, verbose=False)
+    finally:
+        low.llama_model_default_params = default
+
+
 def main() -> None:
     tiny = len(sys.argv) < 2
     path = tiny_gguf_path(Path(tempfile.mkdtemp(prefix="llm-bench-"))) if tiny else Path(sys.argv[1])
@@ -105,8 +123,7 @@ def main() -> None:
     single = CompletionRequest(prefix=(), parts=scaffold(engine, SINGLE_PROMPT_TOKENS) + turn(PETITIONS[0]),
                                grammar="", max_tokens=MAX_TOKENS)
     tokens = engine.tokenize(single.parts)
-    llama = llama_cpp.Llama(str(path), n_ctx=N_CTX, n_batch=N_BATCH, n_threads=N_THREADS, n_threads_batch=N_THREADS,
-                            flash_attn=False, verbose=False)
+    llama = raw_llama(path)
     (engine_s, raw_s), (ours, theirs) = interleaved(
         repeats, lambda: engine.complete(single), lambda: raw_greedy(llama, tokens, MAX_TOKENS))
     assert list(ours.tokens) == theirs, "the engine's greedy tokens differ from llama.cpp's"

@@ -344,11 +344,13 @@ class ComponentRuntime:
         current.set_fuel(left - amount)
         ctx.host_fuel += amount
 
-    def _llm_complete(self, _store: Any, request: Any) -> Variant:
+    def _llm_complete(self, store: Any, request: Any) -> Variant:
         engine = self._context().llm
         if engine is None:
-            return Variant("err", "the LLM extension is not enabled for this process (tag Extension=Llama)")
-        ok, text = engine.complete(request)
+            return Variant("err", "the LLM extension is not enabled for this process (tags Extension=Llama and "
+                                  "Extension=WeaveDrive)")
+        ok, text, fuel = engine.complete(request)
+        self._charge(store, fuel)
         return Variant("ok" if ok else "err", text)
 
     def _no_sleep(self, _store: Any, _when: int) -> None:

@@ -55,6 +55,10 @@ N_UBATCH = 512  # micro-batch size: bounds the attention scratch buffer (n_ubatc
 # its hash was checked cannot change (or crash) a loaded model, and no page faults land mid-completion.
 LOAD_MODE = llama_cpp.LLAMA_LOAD_MODE_NONE
 LAZY_MODE = llama_cpp.LLAMA_LAZY_MODE_OFF  # every tensor read up front, at load
+# Weight repacking into extra buffer types (the AMX/AVX-512 paths) segfaults in llama_decode with
+# the default Q4_K_M model on these machines (seen with llama-cpp-python 0.3.36, also through the
+# high-level Llama class); plain CPU buffers are what we load into.
+USE_EXTRA_BUFTS = False
 KV_TYPE = llama_cpp.GGML_TYPE_F16  # pinned rather than left to defaults: the KV precision changes logits
 KV_TYPE_NAME = "f16"
 DETOKENIZE_SPECIAL = True  # control tokens the model emits are kept visible in the raw output
@@ -287,6 +291,7 @@ class LlamaEngine:
         model_params.n_gpu_layers = 0
         model_params.load_mode = LOAD_MODE
         model_params.lazy_mode = LAZY_MODE
+        model_params.use_extra_bufts = USE_EXTRA_BUFTS
         with _CapturedLog() as log:
             self._model = llama_cpp.llama_model_load_from_file(str(self.model_path).encode(), model_params)
         if not self._model:

@@ -35,6 +35,8 @@ class Host(Protocol):
     def log(self, line: str) -> None: ...
     def weave_size(self, path: str) -> int: ...
     def weave_read(self, path: str, offset: int, length: int) -> bytes: ...
+    def complete(self, model: str, prefix: list[tuple[str, bool]], parts: list[tuple[str, bool]], grammar: str,
+                 max_tokens: int) -> str: ...
 
 
 TagsLike = Mapping[str, str] | Sequence[tuple[str, str]]
@@ -162,6 +164,23 @@ class Context:
         if length is None:
             length = self.weave_size(path) - offset
         return self.host.weave_read(path, offset, length)
+
+    def complete(
+        self,
+        model: str,
+        *,
+        parts: Sequence[tuple[str, bool]],
+        prefix: Sequence[tuple[str, bool]] = (),
+        grammar: str = "",
+        max_tokens: int = 64,
+    ) -> dict[str, Any]:
+        """A greedy llama.cpp completion over model weights at a WeaveDrive path.
+
+        Parts are (text, special): scaffold text is special (chat markup parsed), user text is
+        not (typed markup stays text). The prefix's state is computed once and reused.
+        """
+        raw = self.host.complete(model, list(prefix), list(parts), grammar, max_tokens)
+        return json.loads(raw)
 
     def keys(self, prefix: str, after: str = "", limit: int = MAX_LIST) -> list[str]:
         """State keys with a prefix, in code-point order, after a cursor, seeing this message's writes."""

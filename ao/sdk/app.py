@@ -10,7 +10,7 @@ from __future__ import annotations
 import wit_world
 from aosdk import ExtensionError
 from process_main import process
-from wit_world.imports import log, state, weavedrive
+from wit_world.imports import llm, log, state, weavedrive
 from componentize_py_types import Err
 
 
@@ -41,6 +41,20 @@ class _WitHost:
     def weave_read(self, path: str, offset: int, length: int) -> bytes:
         try:
             return weavedrive.read(path, offset, length)
+        except Err as exc:
+            raise ExtensionError(str(exc.value)) from None
+
+    def complete(self, model: str, prefix: list[tuple[str, bool]], parts: list[tuple[str, bool]], grammar: str,
+                 max_tokens: int) -> str:
+        request = llm.CompletionRequest(
+            model=model,
+            prefix=[llm.PromptPart(text=t, special=s) for t, s in prefix],
+            parts=[llm.PromptPart(text=t, special=s) for t, s in parts],
+            grammar=grammar,
+            max_tokens=max_tokens,
+        )
+        try:
+            return llm.complete(request)
         except Err as exc:
             raise ExtensionError(str(exc.value)) from None
 

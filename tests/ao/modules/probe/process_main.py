@@ -98,3 +98,16 @@ def weave_read(ctx: Context) -> None:
     length = int(ctx.msg.tag("Length", "-1") or "-1")
     data = ctx.weave_read(path, offset, None if length < 0 else length)
     ctx.print(json.dumps({"size": ctx.weave_size(path), "hex": data.hex()}))
+
+
+@process.on("Complete")
+def complete(ctx: Context) -> None:
+    answer = ctx.complete(
+        ctx.msg.tag("Model", "") or "",
+        prefix=[(ctx.msg.tag("Prefix", "") or "", True)],
+        parts=[("<|im_start|>user\n", True), (ctx.msg.data, False), ("<|im_end|>\n<|im_start|>assistant\n", True)],
+        grammar=ctx.msg.tag("Grammar", "") or "",
+        max_tokens=int(ctx.msg.tag("Max-Tokens", "16") or "16"),
+    )
+    ctx.put("last-answer", answer["text"])
+    ctx.print(json.dumps(answer, sort_keys=True))
