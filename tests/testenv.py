@@ -1,10 +1,14 @@
 """Test-run environment (a pytest plugin loaded by -p, before Django settings): private data dir, test secret."""
 
 import os
+import shutil
 import tempfile
 
+_CREATED = None
+if not os.environ.get("LLAMAFED_DATA_DIR"):
+    _CREATED = tempfile.mkdtemp(prefix="llamafed-test-")
+    os.environ["LLAMAFED_DATA_DIR"] = _CREATED
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdef")
-os.environ.setdefault("LLAMAFED_DATA_DIR", tempfile.mkdtemp(prefix="llamafed-test-"))
 # Built modules and compiled code are keyed by content: keep them between runs.
 os.environ.setdefault(
     "AO_BUILD_CACHE", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "var", "test-cache")
@@ -13,3 +17,9 @@ os.environ.setdefault(
 os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "1")
 # WhiteNoise warns (an error under filterwarnings=error) when STATIC_ROOT does not exist.
 os.makedirs(os.path.join(os.environ["LLAMAFED_DATA_DIR"], "static"), exist_ok=True)
+
+
+def pytest_unconfigure(config: object) -> None:
+    """Remove the run's data dir (blobs, model copies) when this run made it."""
+    if _CREATED and not hasattr(config, "workerinput"):
+        shutil.rmtree(_CREATED, ignore_errors=True)
