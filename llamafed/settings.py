@@ -147,10 +147,8 @@ AO = {
     "PUBLIC_URL": env_str("AO_PUBLIC_URL", "http://127.0.0.1:8000"),
     # AO's scheduler refuses messages over 100 KiB.
     "MAX_MESSAGE_BYTES": env_int("AO_MAX_MESSAGE_BYTES", 100 * 1024),
-    "STORE": env_str("AO_STORE", "embedded"),
     # llama.cpp threads per worker; outputs do not depend on it (tests check), 1 is robust on 2 cores.
     "LLM_THREADS": env_int("AO_LLM_THREADS", 1),
-    "GATEWAY_URL": env_str("AO_GATEWAY_URL", ""),
 }
 
 LOGGING = {
