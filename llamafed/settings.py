@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "ao",
     "ledger",
+    "policy",
 ]
 
 MIDDLEWARE = [

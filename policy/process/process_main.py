@@ -1,0 +1,264 @@
+"""The Llama Fed: petitions paid in wAR, graded by a committee of LLM governors, granted LLAMA by schedule.
+
+The protocol is policy/PROTOCOL.md. State keys: ``config``, ``petition/<id>``, ``last/<address>``,
+``granted``, ``epoch/<n>``, ``pending-grants``. Amounts are decimal strings of base units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import fedrules
+import prompts
+from aosdk import Context, Process, ProcessError, canonical_json
+
+PETITION = "petition/"
+LAST = "last/"
+EPOCH = "epoch/"
+GRANTED = "granted"
+PENDING_GRANTS = "pending-grants"
+DELIBERATING, DECIDED, REFUNDED = "deliberating", "decided", "refunded"
+GRANT_NONE, GRANT_PENDING, GRANT_DONE, GRANT_FAILED = "none", "pending", "granted", "failed"
+MAX_ERROR_CHARS = 300
+
+process = Process()
+
+
+class Refused(Exception):
+    """A message the Fed does not take: answered with Fed-Error (or only logged when the Fed sent it)."""
+
+
+def _config(ctx: Context) -> dict[str, Any]:
+    config = ctx.get("config")
+    if config is None:
+        raise ProcessError("the Fed is not initialised (its spawn message failed or was not evaluated)")
+    return config
+
+
+def _int(ctx: Context, key: str) -> int:
+    return int(ctx.get(key, "0"))
+
+
+def _refused(ctx: Context, error: str) -> None:
+    """Tell the sender why; a message from the Fed itself is only logged (no reply loops)."""
+    if ctx.msg.sender == ctx.process_id:
+        ctx.print(f"ignored: {error}")
+    else:
+        ctx.reply({"Action": "Fed-Error", "Error": error}, error)
+
+
+Handler = Callable[[Context], None]
+
+
+def refusing(action: str) -> Callable[[Handler], Handler]:
+    """Register a handler whose Refused errors become Fed-Error replies, changing nothing."""
+
+    def register(fn: Handler) -> Handler:
+        def run(ctx: Context) -> None:
+            try:
+                fn(ctx)
+            except Refused as exc:
+                ctx.writes.clear()
+                ctx.messages.clear()
+                _refused(ctx, str(exc))
+
+        process.on(action)(run)
+        return fn
+
+    return register
+
+
+@process.on_spawn
+def spawn(ctx: Context) -> None:
+    """Read and check the parameters; a bad spawn tag fails the spawn."""
+    try:
+        config = fedrules.parse_config(ctx.msg.tags, ctx.msg.owner)
+    except fedrules.ConfigError as exc:
+        raise ProcessError(str(exc)) from None
+    ctx.put("config", config)
+    ctx.put(GRANTED, "0")
+    ctx.put(PENDING_GRANTS, [])
+    ctx.print(f"Llama Fed ready: {len(config['Governors'])} governors, model {config['Model']}")
+
+
+@refusing("Info")
+def info(ctx: Context) -> None:
+    """The Fed's parameters and what it has granted."""
+    config = _config(ctx)
+    granted = str(_int(ctx, GRANTED))
+    ctx.reply({"Action": "Fed-Info", "Granted": granted, "Model": config["Model"]},
+              canonical_json({"config": config, "granted": granted}))
+
+
+@refusing("Credit-Notice")
+def credit_notice(ctx: Context) -> None:
+    """A wAR transfer to the Fed: a petition, accepted or refunded in full."""
+    config = _config(ctx)
+    if ctx.msg.sender != config["War-Token"]:
+        raise Refused(f"only Credit-Notices from the wAR process {config['War-Token']} are petitions")
+    sender = ctx.msg.tag("Sender") or ""
+    raw_quantity = ctx.msg.tag("Quantity") or ""
+    quantity = fedrules.amount(raw_quantity)
+    if not fedrules.ID_RE.match(sender) or quantity is None:
+        raise ProcessError("a wAR Credit-Notice without a valid Sender and Quantity")  # the ledger never sends one
+    petition_id = ctx.msg.tag("Pushed-For") or ctx.msg.id
+    text, name = ctx.msg.tag("X-Petition"), ctx.msg.tag("X-Sender-Name")
+    now = ctx.msg.timestamp
+    if ctx.get(PETITION + petition_id) is not None:
+        reason: str | None = fedrules.DUPLICATE
+    else:
+        reason = fedrules.intake_refusal(config, quantity=quantity, text=text, name=name,
+                                         last=ctx.get(LAST + sender), now=now)
+    record = {
+        "id": petition_id, "sender": sender, "name": (name or "").strip()[: fedrules.MAX_NAME_CHARS],
+        "text": (text or "").strip()[: fedrules.MAX_PETITION_CHARS], "quantity": str(quantity), "received": now,
+        "votes": [], "grade": None, "amount": None,
+    }
+    if reason is not None:
+        _refund(ctx, config, record, reason)
+        return
+    ctx.put(PETITION + petition_id, {**record, "status": DELIBERATING})
+    ctx.put(LAST + sender, now)
+    ctx.send(sender, {"Action": "Petition-Received", "Petition-Id": petition_id})
+    ctx.send(config["War-Token"], {"Action": "Burn", "Quantity": str(quantity), "X-Petition-Id": petition_id})
+    _next_governor(ctx, petition_id, 0)
+
+
+def _refund(ctx: Context, config: dict[str, Any], record: dict[str, Any], reason: str) -> None:
+    """Send the whole quantity back (wAR Transfer with Recipient) and tell the petitioner why."""
+    sender, petition_id = record["sender"], record["id"]
+    ctx.send(config["War-Token"], {
+        "Action": "Transfer", "Recipient": sender, "Quantity": record["quantity"],
+        "X-Refund-For": petition_id, "X-Refund-Reason": reason,
+    })
+    ctx.send(sender, {"Action": "Petition-Refunded", "Petition-Id": petition_id, "Reason": reason}, reason)
+    if reason != fedrules.DUPLICATE:  # never overwrite the petition that holds the id
+        ctx.put(PETITION + petition_id, {**record, "status": REFUNDED, "refund_reason": reason})
+
+
+def _next_governor(ctx: Context, petition_id: str, governor: int) -> None:
+    ctx.send(ctx.process_id, {"Action": "Deliberate", "Petition-Id": petition_id, "Governor": str(governor)})
+
+
+def _deliberating(ctx: Context, petition_id: str) -> dict[str, Any]:
+    petition = ctx.get(PETITION + petition_id)
+    if petition is None:
+        raise Refused(f"no petition {petition_id[:60]}")
+    if petition["status"] != DELIBERATING:
+        raise Refused(f"petition {petition_id} is {petition['status']}, not deliberating")
+    return petition
+
+
+@refusing("Deliberate")
+def deliberate(ctx: Context) -> None:
+    """One governor reads the petition and votes; after the last one the Fed decides."""
+    config = _config(ctx)
+    if ctx.msg.sender != ctx.process_id:
+        raise Refused("only the Fed itself may send Deliberate")
+    petition_id = ctx.msg.tag("Petition-Id") or ""
+    petition = _deliberating(ctx, petition_id)
+    index = len(petition["votes"])
+    if ctx.msg.tag("Governor") != str(index):
+        raise Refused(f"petition {petition_id} waits for governor {index}, not {ctx.msg.tag('Governor')!r}")
+    governor = config["Governors"][index]
+    # An extension error propagates: the message fails, nothing is stored, Resume-Deliberation retries.
+    answer = ctx.complete(
+        config["Model"],
+        prefix=prompts.prefix_parts(governor["order"], governor["examples"]),
+        parts=prompts.petition_parts(petition["text"]),
+        grammar=prompts.GRAMMARS[governor["order"]],
+        max_tokens=config["Max-Tokens"],
+    )
+    parsed = prompts.parse_answer(answer["text"])
+    vote = {
+        "governor": governor["name"], "order": governor["order"], "examples": governor["examples"],
+        "grade": parsed["grade"], "reason": parsed["reason"], "valid": parsed["valid"], "raw": answer["text"],
+        "tokens": answer.get("tokens"), "stop": answer.get("stop"), "model": answer.get("model"),
+    }
+    petition["votes"].append(vote)
+    ctx.send(petition["sender"], {"Action": "Petition-Vote", "Petition-Id": petition_id,
+                                  "Governor": governor["name"], "Grade": str(vote["grade"])}, canonical_json(vote))
+    if len(petition["votes"]) < len(config["Governors"]):
+        ctx.put(PETITION + petition_id, petition)
+        _next_governor(ctx, petition_id, len(petition["votes"]))
+    else:
+        _decide(ctx, config, petition)
+
+
+def _decide(ctx: Context, config: dict[str, Any], petition: dict[str, Any]) -> None:
+    """Aggregate the votes, pay the schedule within the caps, tell the petitioner."""
+    petition_id = petition["id"]
+    grades = [v["grade"] for v in petition["votes"]]
+    grade = fedrules.aggregate(grades, config["Aggregation"])
+    epoch = fedrules.epoch_of(ctx.msg.timestamp, config["Epoch-Ms"])
+    granted, epoch_granted = _int(ctx, GRANTED), _int(ctx, f"{EPOCH}{epoch}")
+    scheduled, amount, cap = fedrules.payout(config, grade, granted=granted, epoch_granted=epoch_granted)
+    decision = {
+        "petition": petition_id, "grades": grades, "aggregation": config["Aggregation"], "grade": grade,
+        "schedule_amount": str(scheduled), "amount": str(amount), "capped_by": cap, "epoch": epoch,
+        "decided": ctx.msg.timestamp,
+    }
+    petition.update(status=DECIDED, grade=grade, amount=str(amount), decision=decision,
+                    grant=GRANT_PENDING if amount > 0 else GRANT_NONE)
+    ctx.put(PETITION + petition_id, petition)
+    if amount > 0:
+        # Reserved now so that decisions taken before the confirmations arrive respect the caps.
+        ctx.put(GRANTED, str(granted + amount))
+        ctx.put(f"{EPOCH}{epoch}", str(epoch_granted + amount))
+        ctx.put(PENDING_GRANTS, [*ctx.get(PENDING_GRANTS, []), petition_id])
+        ctx.send(config["Llama-Token"], {"Action": "Grant", "Recipient": petition["sender"], "Quantity": str(amount),
+                                         "X-Petition-Id": petition_id})
+    ctx.send(petition["sender"], {"Action": "Petition-Decision", "Petition-Id": petition_id, "Grade": str(grade),
+                                  "Amount": str(amount)}, canonical_json(decision))
+
+
+def _grant_reply(ctx: Context) -> tuple[str, dict[str, Any]]:
+    """The petition a LLAMA Grant reply is about (replies come back in the order the Grants were sent)."""
+    config = _config(ctx)
+    if ctx.msg.sender != config["Llama-Token"]:
+        raise Refused(f"grant replies are accepted only from the LLAMA process {config['Llama-Token']}")
+    pending: list[str] = ctx.get(PENDING_GRANTS, [])
+    petition_id = ctx.msg.tag("X-Petition-Id") or (pending[0] if pending else "")
+    if petition_id not in pending:
+        raise Refused(f"no grant pending for petition {petition_id[:60]!r}")
+    ctx.put(PENDING_GRANTS, [p for p in pending if p != petition_id])
+    return petition_id, ctx.get(PETITION + petition_id)
+
+
+@refusing("Grant-Confirmation")
+def grant_confirmation(ctx: Context) -> None:
+    """LLAMA minted the grant."""
+    petition_id, petition = _grant_reply(ctx)
+    petition.update(grant=GRANT_DONE, granted_at=ctx.msg.timestamp)
+    ctx.put(PETITION + petition_id, petition)
+
+
+@refusing("Grant-Error")
+def grant_error(ctx: Context) -> None:
+    """LLAMA refused the grant: record why and release the amount from the totals."""
+    petition_id, petition = _grant_reply(ctx)
+    amount, epoch = int(petition["amount"]), petition["decision"]["epoch"]
+    petition.update(grant=GRANT_FAILED, grant_error=(ctx.msg.tag("Error") or ctx.msg.data)[:MAX_ERROR_CHARS])
+    ctx.put(PETITION + petition_id, petition)
+    ctx.put(GRANTED, str(max(0, _int(ctx, GRANTED) - amount)))
+    ctx.put(f"{EPOCH}{epoch}", str(max(0, _int(ctx, f"{EPOCH}{epoch}") - amount)))
+
+
+@refusing("Resume-Deliberation")
+def resume_deliberation(ctx: Context) -> None:
+    """The Fed's owner restarts a deliberation whose last Deliberate failed (an extension error)."""
+    _config(ctx)
+    if ctx.msg.sender != ctx.process_owner:
+        raise Refused("only the Fed's owner may resume a deliberation")
+    petition_id = ctx.msg.tag("Petition-Id") or ""
+    petition = _deliberating(ctx, petition_id)
+    _next_governor(ctx, petition_id, len(petition["votes"]))
+
+
+@process.otherwise
+def otherwise(ctx: Context) -> None:
+    """Notices from the ledgers (Debit-, Burn-Notice) and anything unknown: logged, never answered."""
+    if ctx.msg.action is None:  # attestations and other protocol items carry no Action
+        return
+    ctx.print(f"no handler for Action={ctx.msg.action!r} from {ctx.msg.sender}")
