@@ -88,7 +88,9 @@ def refusing(action: str) -> Callable[[Callable[[Context], None]], Callable[[Con
             try:
                 fn(ctx)
             except Refused as exc:
-                ctx.reply({"Action": f"{action}-Error", "Error": str(exc)}, str(exc))
+                # X- tags ride along so the sender can match the error to its request.
+                forwarded = [(n, v) for n, v in ctx.msg.forwarded_tags() if n != "X-Reference"]
+                ctx.reply([("Action", f"{action}-Error"), ("Error", str(exc)), *forwarded], str(exc))
 
         process.on(action)(run)
         return fn
