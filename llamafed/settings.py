@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "ao",
     "ledger",
     "policy",
+    "web",
 ]
 
 MIDDLEWARE = [
@@ -101,6 +102,10 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 
+LOGIN_URL = "web:login"
+LOGIN_REDIRECT_URL = "web:account"
+LOGOUT_REDIRECT_URL = "web:home"
+
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE
@@ -113,6 +118,23 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
 }
 SPECTACULAR_SETTINGS = {"TITLE": "Llama Fed API", "VERSION": "0.1.0"}
+# Per-client request rates of the API's write endpoints (DRF syntax, e.g. "10/hour"); the per-account
+# limits below are enforced by the services whatever the entry point.
+API_THROTTLE_RATES = {
+    "petition": env_str("API_PETITION_RATE", "20/hour"),
+    "faucet": env_str("API_FAUCET_RATE", "10/hour"),
+}
+
+# Demo wAR faucet: the operator wallet (wAR's owner) mints FAUCET_AMOUNT base units to an account,
+# at most FAUCET_PER_ACCOUNT times per FAUCET_WINDOW seconds.
+FAUCET_ENABLED = env_bool("FAUCET_ENABLED", True)
+FAUCET_AMOUNT = env_int("FAUCET_AMOUNT", 100_000_000_000)  # 0.1 wAR: four petitions at 0.025
+FAUCET_PER_ACCOUNT = env_int("FAUCET_PER_ACCOUNT", 3)
+FAUCET_WINDOW = env_int("FAUCET_WINDOW", 24 * 3600)
+# Petitions per account per hour through this site (the Fed itself allows one per address per cooldown).
+PETITIONS_PER_HOUR = env_int("PETITIONS_PER_HOUR", 3)
+if min(FAUCET_AMOUNT, FAUCET_PER_ACCOUNT, FAUCET_WINDOW, PETITIONS_PER_HOUR) <= 0:
+    raise ConfigError("FAUCET_AMOUNT, FAUCET_PER_ACCOUNT, FAUCET_WINDOW and PETITIONS_PER_HOUR must be positive")
 
 # Celery: the embedded default is kombu's filesystem transport under DATA_DIR;
 # CELERY_BROKER_URL (redis://...) switches to Redis. Results live in the database,

@@ -1,4 +1,4 @@
-"""Top-level URLs: the AO units each under their own base URL, the admin, the API schema."""
+"""Top-level URLs: the AO units each under their own base URL, the admin, the API and its schema, the site."""
 
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from ao import api
 from ao.urls import cu_urls, gateway_urls, mu_urls, su_urls
+from web.urls import api_urlpatterns
 
 
 def health(request: HttpRequest) -> JsonResponse:
@@ -25,4 +26,6 @@ urlpatterns = [
     path("ao/su/", include(su_urls)),
     path("ao/gateway/", include(gateway_urls)),
     path("ao/cu/", include(cu_urls)),
+    path("api/", include((api_urlpatterns, "web-api"))),
+    path("", include("web.urls")),
 ]

@@ -1,0 +1,32 @@
+"""`manage.py web rebuild | project`: recreate the read models from the log, or bring them up to date."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from web import projection, selectors
+
+
+class Command(BaseCommand):
+    """Read model administration."""
+
+    help = "The site's read models: `rebuild` empties and reprojects them from the log; `project` catches up."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        for name, text in (("rebuild", "empty the read models and project the whole log again"),
+                           ("project", "apply the results not projected yet")):
+            cmd = sub.add_parser(name, help=text)
+            cmd.add_argument("--fed", help="the Fed's process id (default: the one this node runs)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        fed = options["fed"] or selectors.fed_process_id()
+        if fed is None:
+            raise CommandError("no Fed on this node: run `manage.py fed bootstrap` or pass --fed")
+        if options["action"] == "rebuild":
+            count = projection.rebuild(fed_process_id=fed)
+        else:
+            count = projection.project_fed(fed_process_id=fed)
+        self.stdout.write(f"{options['action']}: {count} results applied from the Fed {fed} and its wAR ledger")

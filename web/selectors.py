@@ -1,0 +1,388 @@
+"""Reads of the site: the Fed and ledgers on this node, balances from ledger state, read models, petition status."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.paginator import Page, Paginator
+from django.db.models import QuerySet, Sum
+from django.utils import timezone
+
+from ao import models as ao_models
+from web.formatting import format_amount
+from web.models import CustodialWallet, FaucetDrip, Grant, LinkedAddress, Petition, PetitionRequest, Vote
+
+WAR, LLAMA = "wAR", "LLAMA"
+TICKERS = (WAR, LLAMA)
+# The Fed's defaults (policy/PROTOCOL.md), used until its spawn has been evaluated.
+DEFAULT_OFFERING = 25_000_000_000
+DEFAULT_DENOMINATION = 12
+GRANTS_PER_PAGE = 20
+# A petition sent this long ago without a final word no longer blocks its account from sending another.
+PENDING_TIMEOUT = dt.timedelta(minutes=30)
+TRANSFER_ERROR = "Transfer-Error"
+
+
+def fed_process_id() -> str | None:
+    """The Fed's process id on this node, or None when it is not spawned (or the policy app is absent)."""
+    if not apps.is_installed("policy"):
+        return None
+    from policy.models import Fed  # imported late: the policy app is optional for the site
+    fed = Fed.objects.order_by("id").only("process_id").first()
+    return fed.process_id if fed is not None else None
+
+
+def token_process_id(ticker: str) -> str | None:
+    """The process id of a token ledger (wAR, LLAMA) on this node, or None."""
+    from ledger.models import Token
+
+    token = Token.objects.filter(ticker=ticker).only("process_id").first()
+    return token.process_id if token is not None else None
+
+
+def state_value(process_id: str, key: str, default: Any = None) -> Any:
+    """One key of a process's evaluated state, decoded (values are stored as JSON)."""
+    entry = ao_models.StateEntry.objects.filter(process_id=process_id, key=key).only("value").first()
+    return default if entry is None else json.loads(entry.value)
+
+
+@dataclass(frozen=True)
+class FedParams:
+    """The Fed parameters the site shows and checks before sending (the Fed decides; these only inform)."""
+
+    process_id: str
+    war: str | None
+    offering: int
+    governors: tuple[str, ...]
+    cooldown_ms: int | None
+    denomination: int
+    schedule: tuple[int, ...]
+
+
+def fed_params(process_id: str | None = None) -> FedParams | None:
+    """The running Fed's parameters from its state (`config`), with the protocol's defaults before it is evaluated."""
+    process_id = process_id or fed_process_id()
+    if process_id is None:
+        return None
+    config = state_value(process_id, "config") or {}
+    return FedParams(
+        process_id=process_id,
+        war=config.get("War-Token") or token_process_id(WAR),
+        offering=int(config.get("Offering", DEFAULT_OFFERING)),
+        governors=tuple(g["name"] for g in config.get("Governors", [])),
+        cooldown_ms=config.get("Cooldown-Ms"),
+        denomination=int(config.get("Denomination", DEFAULT_DENOMINATION)),
+        schedule=tuple(config.get("Schedule", ())),
+    )
+
+
+def cooldown_ends(params: FedParams, address: str) -> dt.datetime | None:
+    """When the Fed will next accept a petition from this address, if it would refund one now."""
+    last = state_value(params.process_id, f"last/{address}")
+    if last is None or params.cooldown_ms is None:
+        return None
+    ends = ms_to_datetime(int(last) + params.cooldown_ms)
+    return ends if ends > timezone.now() else None
+
+
+def ms_to_datetime(ms: int) -> dt.datetime:
+    """A message timestamp (ms since the epoch) as an aware datetime."""
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+
+
+def balance(process_id: str | None, address: str) -> int:
+    """An address's balance in a token ledger's evaluated state, base units (0 when unknown)."""
+    if process_id is None:
+        return 0
+    return int(state_value(process_id, f"balance/{address}", "0"))
+
+
+def balances(address: str) -> dict[str, int]:
+    """wAR and LLAMA balances of an address."""
+    return {ticker: balance(token_process_id(ticker), address) for ticker in TICKERS}
+
+
+@dataclass(frozen=True)
+class Supply:
+    """LLAMA's supply as its ledger reports it and as the Fed granted it."""
+
+    supply: int
+    max_supply: int | None
+    granted: int
+    grants: int
+
+
+def llama_supply() -> Supply:
+    """LLAMA's total supply (ledger state `supply`), cap, and what the Fed's decisions granted."""
+    from ledger.models import Token
+
+    token = Token.objects.filter(ticker=LLAMA).first()
+    supply = int(state_value(token.process_id, "supply", "0")) if token else 0
+    live = Grant.objects.exclude(status=Grant.Status.FAILED)
+    total = live.aggregate(total=Sum("amount"))["total"] or Decimal(0)
+    return Supply(
+        supply=supply,
+        max_supply=int(token.max_supply) if token and token.max_supply is not None else None,
+        granted=int(total),
+        grants=live.count(),
+    )
+
+
+def wallet_of(user: AbstractBaseUser) -> CustodialWallet | None:
+    """The account's custodial wallet."""
+    return CustodialWallet.objects.filter(user=user).first()
+
+
+def addresses_of(user: AbstractBaseUser) -> list[str]:
+    """The account's custodial address first, then the addresses it linked."""
+    wallet = wallet_of(user)
+    linked = list(LinkedAddress.objects.filter(user=user).order_by("created_at").values_list("address", flat=True))
+    return ([wallet.address] if wallet else []) + linked
+
+
+def linked_user(address: str) -> AbstractBaseUser | None:
+    """The account that proved control of an address, if any."""
+    link = LinkedAddress.objects.select_related("user").filter(address=address).first()
+    return link.user if link else None
+
+
+def faucet_drips_left(user: AbstractBaseUser) -> int:
+    """How many faucet drips the account may still take in the current window."""
+    since = timezone.now() - dt.timedelta(seconds=settings.FAUCET_WINDOW)
+    used = FaucetDrip.objects.filter(user=user, created_at__gte=since).count()
+    return max(settings.FAUCET_PER_ACCOUNT - used, 0)
+
+
+def requests_of(user: AbstractBaseUser, limit: int = 20) -> list[PetitionRequest]:
+    """The account's latest petitions sent through the site."""
+    return list(PetitionRequest.objects.filter(user=user).order_by("-created_at")[:limit])
+
+
+def transfer_errors(war: str | None, message_ids: Sequence[str]) -> dict[str, str]:
+    """Petition transfers the wAR ledger refused (insufficient balance...), by message id."""
+    if war is None or not message_ids:
+        return {}
+    found: dict[str, str] = {}
+    for result in ao_models.Result.objects.filter(process_id=war, message_id__in=list(message_ids)).only(
+        "message_id", "body", "error"
+    ):
+        if result.error:
+            found[result.message_id] = result.error
+            continue
+        for message in result.body.get("Messages", []):
+            tags = tags_of(message)
+            if tags.get("Action") == TRANSFER_ERROR:
+                found[result.message_id] = tags.get("Error", "the transfer was refused")
+    return found
+
+
+def open_requests(*, user: AbstractBaseUser | None = None, petitioner: str | None = None) -> list[PetitionRequest]:
+    """Recent petitions of an account or address that have no final word yet (none decided, refunded or failed)."""
+    since = timezone.now() - PENDING_TIMEOUT
+    recent = PetitionRequest.objects.filter(created_at__gte=since)
+    recent = recent.filter(user=user) if user is not None else recent.filter(petitioner=petitioner)
+    requests = list(recent)
+    if not requests:
+        return []
+    final = set(
+        Petition.objects.filter(
+            id__in=[r.message_id for r in requests], status__in=[Petition.Status.DECIDED, Petition.Status.REFUNDED]
+        ).values_list("id", flat=True)
+    )
+    failed = transfer_errors(token_process_id(WAR), [r.message_id for r in requests])
+    return [r for r in requests if r.message_id not in final and r.message_id not in failed]
+
+
+def tags_of(message: dict[str, Any]) -> dict[str, str]:
+    """An AO result message's tags as a dict (first value of each name)."""
+    tags: dict[str, str] = {}
+    for tag in message.get("Tags") or []:
+        if isinstance(tag, dict) and isinstance(tag.get("name"), str):
+            tags.setdefault(tag["name"], str(tag.get("value", "")))
+    return tags
+
+
+# --- petition status ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One line of a petition's timeline; state is done, current, waiting or failed."""
+
+    key: str
+    label: str
+    state: str
+    detail: str = ""
+    at: dt.datetime | None = None
+    grade: int | None = None
+
+
+@dataclass
+class PetitionStatus:
+    """Everything known about one petition: the site's request, the projected petition, its votes and grant."""
+
+    id: str
+    request: PetitionRequest | None
+    petition: Petition | None
+    votes: list[Vote]
+    grant: Grant | None
+    governors: tuple[str, ...]
+    transfer_error: str | None
+    denomination: int = DEFAULT_DENOMINATION
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """The petition's text."""
+        if self.petition is not None and self.petition.text:
+            return self.petition.text
+        return self.request.text if self.request else ""
+
+    @property
+    def sender_name(self) -> str:
+        """The petitioner's chosen name."""
+        if self.petition is not None and self.petition.sender_name:
+            return self.petition.sender_name
+        return self.request.sender_name if self.request else ""
+
+    @property
+    def petitioner(self) -> str:
+        """The petitioner's address."""
+        return self.petition.petitioner if self.petition else self.request.petitioner if self.request else ""
+
+    @property
+    def status(self) -> str:
+        """sent (only the site knows), failed (the transfer was refused), or the projected petition's status."""
+        if self.transfer_error:
+            return "failed"
+        return self.petition.status if self.petition else "sent"
+
+    @property
+    def governor_count(self) -> int:
+        """N in "governor k of N" (the votes so far when the Fed's config is not known)."""
+        return max(len(self.governors), len(self.votes))
+
+    @property
+    def is_final(self) -> bool:
+        """Nothing more will happen: refunded, failed, or decided with the grant settled."""
+        if self.transfer_error or (self.petition and self.petition.status == Petition.Status.REFUNDED):
+            return True
+        if self.petition and self.petition.status == Petition.Status.DECIDED:
+            return self.grant is None or self.grant.status != Grant.Status.PENDING
+        return False
+
+
+def petition_status(petition_id: str) -> PetitionStatus | None:
+    """A petition's status with its timeline, or None when neither the site nor the log knows it."""
+    request = PetitionRequest.objects.filter(message_id=petition_id).first()
+    petition = Petition.objects.filter(id=petition_id).first()
+    if request is None and petition is None:
+        return None
+    votes = list(Vote.objects.filter(petition_id=petition_id).order_by("governor_index")) if petition else []
+    grant = Grant.objects.filter(petition_id=petition_id).first() if petition else None
+    params = fed_params()
+    error = None
+    if petition is None:
+        error = transfer_errors(token_process_id(WAR), [petition_id]).get(petition_id)
+    status = PetitionStatus(
+        id=petition_id, request=request, petition=petition, votes=votes, grant=grant,
+        governors=params.governors if params else (), transfer_error=error,
+        denomination=params.denomination if params else DEFAULT_DENOMINATION,
+    )
+    status.steps = _timeline(status)
+    return status
+
+
+def _timeline(s: PetitionStatus) -> list[Step]:
+    """The steps a petition goes through, each done, current, waiting or failed."""
+    p, Status = s.petition, Petition.Status
+    steps = []
+    sent_at = s.request.created_at if s.request else (p.submitted_at if p else None)
+    if s.transfer_error:
+        steps.append(Step("submitted", "Submitted", "failed", f"The wAR transfer was refused: {s.transfer_error}",
+                          sent_at))
+        return steps
+    if p is None:
+        steps.append(Step("submitted", "Submitted", "current", "Sent to the messenger; waiting for the wAR ledger.",
+                          sent_at))
+    else:
+        steps.append(Step("submitted", "Submitted", "done", "The offering was transferred to the Fed.",
+                          p.submitted_at or sent_at))
+    if p is None or p.status == Status.SUBMITTED:
+        steps.append(Step("received", "Received", "waiting" if p is None else "current",
+                          "Waiting for the Fed to read the transfer."))
+        return steps
+    if p.status == Status.REFUNDED:
+        steps.append(Step("refunded", "Refunded", "failed", f"The Fed refunded the offering: {p.refund_reason}.",
+                          p.refunded_at))
+        return steps
+    steps.append(Step("received", "Received", "done", "Accepted; the offering was burned.", p.received_at))
+    voted = {v.governor_index: v for v in s.votes}
+    total = s.governor_count
+    for k in range(max(total, 1)):
+        vote = voted.get(k)
+        name = s.governors[k] if k < len(s.governors) else (vote.governor if vote else "")
+        label = f"Governor {k + 1}" + (f" of {total}" if total else "") + (f" ({name})" if name else "")
+        if vote is not None:
+            steps.append(Step(f"vote-{k}", label, "done", vote.reason, vote.voted_at, grade=vote.grade))
+        elif p.status == Status.DECIDED:
+            continue
+        elif k == len(voted):
+            steps.append(Step(f"vote-{k}", label, "current", "Deliberating…"))
+        else:
+            steps.append(Step(f"vote-{k}", label, "waiting", "Waiting for the governors before."))
+    if p.status != Status.DECIDED:
+        steps.append(Step("decision", "Decision", "waiting", "After the last governor."))
+        return steps
+    amount = int(p.amount or 0)
+    if amount > 0:
+        detail = f"Granted {format_amount(amount, s.denomination)} LLAMA (grade {p.grade})."
+        if s.grant is not None and s.grant.status == Grant.Status.PENDING:
+            detail += " The LLAMA ledger is minting it."
+        elif s.grant is not None and s.grant.status == Grant.Status.FAILED:
+            detail += f" The LLAMA ledger refused the grant: {s.grant.error}"
+        state = "failed" if s.grant is not None and s.grant.status == Grant.Status.FAILED else "done"
+        steps.append(Step("decision", "Granted", state, detail, p.decided_at, grade=p.grade))
+    else:
+        steps.append(Step("decision", "Denied", "done", f"Grade {p.grade}: no LLAMA for this petition.",
+                          p.decided_at, grade=p.grade))
+    return steps
+
+
+# --- public lists -------------------------------------------------------------------------------------------
+
+
+def grants_page(page: int | str | None) -> Page:
+    """Grants, newest decision first, one page."""
+    grants: QuerySet[Grant] = Grant.objects.select_related("petition").order_by("-decided_at", "petition_id")
+    return Paginator(grants, GRANTS_PER_PAGE).get_page(page)
+
+
+def petitions(*, petitioner: str | None = None) -> QuerySet[Petition]:
+    """Projected petitions, newest first (optionally one petitioner's)."""
+    qs = Petition.objects.select_related("grant").order_by("-submitted_at", "-received_at", "id")
+    return qs.filter(petitioner=petitioner) if petitioner else qs
+
+
+def latest_grants(limit: int = 5) -> list[Grant]:
+    """The newest grants."""
+    return list(Grant.objects.select_related("petition").order_by("-decided_at", "petition_id")[:limit])
+
+
+def grant_series() -> list[tuple[dt.datetime, int]]:
+    """(decision time, LLAMA amount) of every grant not refused by the ledger, oldest first."""
+    rows = (
+        Grant.objects.exclude(status=Grant.Status.FAILED)
+        .exclude(decided_at=None)
+        .order_by("decided_at", "petition_id")
+        .values_list("decided_at", "amount")
+    )
+    return [(at, int(amount)) for at, amount in rows]

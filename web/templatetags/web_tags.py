@@ -1,0 +1,23 @@
+"""Template filters of the site."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django import template
+
+from web.formatting import DEFAULT_DENOMINATION, format_amount
+
+register = template.Library()
+
+
+@register.filter
+def token(value: int | Decimal | str | None, denomination: int = DEFAULT_DENOMINATION) -> str:
+    """Base units as a decimal amount: {{ grant.amount|token }}."""
+    return format_amount(value, denomination)
+
+
+@register.filter
+def short_id(value: str) -> str:
+    """An id or address shortened for narrow screens (the full value stays in the title attribute)."""
+    return f"{value[:6]}…{value[-4:]}" if value and len(value) > 12 else value

@@ -1,0 +1,200 @@
+"""Pages: thin views that check permission, validate, call one service or selector, render."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HTMX_STOP_POLLING
+
+from web import charts, forms, projection, selectors, services
+from web.errors import InvalidInput, LinkRefused, WebError
+
+POLL_SECONDS = 2
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    """What the Fed is, its supply and the latest grants."""
+    projection.catch_up()
+    return render(request, "web/home.html", {
+        "fed": selectors.fed_params(), "supply": selectors.llama_supply(), "grants": selectors.latest_grants(),
+    })
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    """Create an account (with its custodial wallet) and sign in."""
+    if request.user.is_authenticated:
+        return redirect("web:account")
+    form = forms.SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = services.account_create(username=form.cleaned_data["username"],
+                                       password=form.cleaned_data["password1"])
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, "Welcome! Your account has its own Arweave wallet. Get demo wAR from the faucet.")
+        return redirect("web:account")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+@login_required
+@require_GET
+def account(request: HttpRequest) -> HttpResponse:
+    """The account: its address, balances, faucet, wallet download, linked addresses, petitions."""
+    projection.catch_up()
+    wallet = selectors.wallet_of(request.user)
+    requests = selectors.requests_of(request.user)
+    statuses = {r.message_id: selectors.petition_status(r.message_id) for r in requests}
+    return render(request, "web/account.html", {
+        "wallet": wallet,
+        "balances": selectors.balances(wallet.address) if wallet else {},
+        "linked": [(a, selectors.balances(a)) for a in selectors.addresses_of(request.user)[1 if wallet else 0:]],
+        "faucet_enabled": settings.FAUCET_ENABLED,
+        "faucet_amount": settings.FAUCET_AMOUNT,
+        "faucet_left": selectors.faucet_drips_left(request.user),
+        "requests": [(r, statuses[r.message_id]) for r in requests],
+    })
+
+
+@login_required
+@require_POST
+def faucet(request: HttpRequest) -> HttpResponse:
+    """Ask the faucet for demo wAR."""
+    try:
+        drip = services.faucet_drip(user=request.user)
+    except WebError as exc:
+        messages.error(request, f"No wAR this time: {exc}.")
+    else:
+        messages.success(request, f"The faucet is minting demo wAR to your address (message {drip.message_id}).")
+    return redirect("web:account")
+
+
+@login_required
+@require_POST
+def wallet_download(request: HttpRequest) -> HttpResponse:
+    """The account's own JWK as a .json attachment (POST with CSRF only: a link cannot trigger it)."""
+    try:
+        jwk = services.wallet_export(user=request.user)
+    except WebError as exc:
+        messages.error(request, str(exc))
+        return redirect("web:account")
+    address = selectors.wallet_of(request.user).address
+    response = JsonResponse(jwk)
+    response["Content-Disposition"] = f'attachment; filename="llamafed-wallet-{address}.json"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def link_address(request: HttpRequest) -> HttpResponse:
+    """Prove control of an address by signing a one-time challenge."""
+    form = forms.LinkAddressForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            link = services.address_link(user=request.user, nonce=data["nonce"], data_item=data["raw_item"],
+                                         owner=data.get("owner", ""), signature=data.get("signature", ""))
+        except LinkRefused as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Address {link.address} is linked to your account.")
+            return redirect("web:account")
+    # A fresh challenge for every rendering: a failed attempt must sign again.
+    challenge = services.link_challenge_issue(user=request.user)
+    if form.is_bound:
+        form.data = form.data.copy()
+        form.data["nonce"] = challenge.nonce
+    else:
+        form.initial["nonce"] = challenge.nonce
+    message = services.link_message(user=request.user, nonce=challenge.nonce).decode()
+    return render(request, "web/link_address.html", {"form": form, "challenge": message})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def petition_new(request: HttpRequest) -> HttpResponse:
+    """Write a petition; the custodial wallet sends it with the offering."""
+    params = selectors.fed_params()
+    wallet = selectors.wallet_of(request.user)
+    form = forms.PetitionForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            sent = services.petition_submit(user=request.user, text=form.cleaned_data["text"],
+                                            sender_name=form.cleaned_data["sender_name"])
+        except InvalidInput as exc:
+            for name, error in exc.fields.items():
+                form.add_error(name, error)
+            if not exc.fields:
+                form.add_error(None, str(exc))
+        except WebError as exc:
+            form.add_error(None, str(exc))
+        else:
+            return redirect("web:petition", petition_id=sent.message_id)
+    balance = selectors.balance(params.war, wallet.address) if params and wallet else 0
+    return render(request, "web/petition_new.html", {"form": form, "fed": params, "balance": balance})
+
+
+def _status_or_404(petition_id: str) -> selectors.PetitionStatus:
+    projection.catch_up()
+    status = selectors.petition_status(petition_id)
+    if status is None:
+        raise Http404("no petition with this id")
+    return status
+
+
+@require_GET
+def petition_detail(request: HttpRequest, petition_id: str) -> HttpResponse:
+    """A petition's live status: each step as it happens (the status region polls every 2 s until final)."""
+    status = _status_or_404(petition_id)
+    return render(request, "web/petition.html", {"status": status, "poll_seconds": POLL_SECONDS})
+
+
+@require_GET
+def petition_status(request: HttpRequest, petition_id: str) -> HttpResponse:
+    """The status region alone, for htmx polling; HTTP 286 tells htmx to stop once the petition is final."""
+    status = _status_or_404(petition_id)
+    response = render(request, "web/_petition_status.html", {"status": status, "poll_seconds": POLL_SECONDS})
+    if status.is_final and request.htmx:
+        response.status_code = HTMX_STOP_POLLING
+    return response
+
+
+@require_GET
+def petition_decision(request: HttpRequest, petition_id: str) -> HttpResponse:
+    """The public record of a decision: the petition, every governor's grade and reason, the payout."""
+    status = _status_or_404(petition_id)
+    return render(request, "web/decision.html", {"status": status})
+
+
+@require_GET
+def grants(request: HttpRequest) -> HttpResponse:
+    """Every grant, newest first."""
+    projection.catch_up()
+    return render(request, "web/grants.html", {"page": selectors.grants_page(request.GET.get("page"))})
+
+
+@require_GET
+def supply(request: HttpRequest) -> HttpResponse:
+    """LLAMA's supply and the grants over time, as a server-drawn SVG chart."""
+    projection.catch_up()
+    series = selectors.grant_series()
+    return render(request, "web/supply.html", {
+        "supply": selectors.llama_supply(), "chart": charts.supply_chart(series), "series": series,
+    })
+
+
+@require_GET
+def balances(request: HttpRequest) -> HttpResponse:
+    """Balances of the signed-in account's addresses, or of any address looked up."""
+    form = forms.AddressForm(request.GET or None)
+    rows = []
+    if form.is_valid():
+        rows.append((form.cleaned_data["address"], selectors.balances(form.cleaned_data["address"])))
+    elif request.user.is_authenticated and not form.is_bound:
+        rows = [(a, selectors.balances(a)) for a in selectors.addresses_of(request.user)]
+    return render(request, "web/balances.html", {"form": form, "rows": rows})
