@@ -187,3 +187,25 @@ class Projection(models.Model):
     process_id = models.CharField(primary_key=True, max_length=ADDRESS_LENGTH)
     next_nonce = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
+
+
+class VerifyRun(models.Model):
+    """A replay-verify of a process asked for by a staff member, and what it found."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        MATCH = "match", "every result and state hash matches"
+        DIVERGED = "diverged", "diverged"
+        FAILED = "failed", "could not run"
+
+    process_id = models.CharField(max_length=43, db_index=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    checked = models.BigIntegerField(default=0)
+    divergence = models.JSONField(null=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True)
+
+    class Meta:
+        ordering = ["-created_at"]

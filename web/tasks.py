@@ -14,3 +14,11 @@ def project() -> int:
     """Bring the read models up to the Fed's evaluated results; safe to run twice (the cursor moves once)."""
     fed = selectors.fed_process_id()
     return projection.project_fed(fed_process_id=fed) if fed else 0
+
+
+@shared_task(name="web.verify_run", acks_late=True)
+def verify_run(run_id: int) -> str:
+    """Replay-verify a process for a staff member's request; safe to run twice."""
+    from web import audit
+
+    return audit.verify_run(run_id=run_id).status

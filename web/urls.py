@@ -27,6 +27,8 @@ urlpatterns = [
     path("grants/", views.grants, name="grants"),
     path("supply/", views.supply, name="supply"),
     path("balances/", views.balances, name="balances"),
+    path(f"audit/petitions/{PETITION_ID}/", views.audit_petition, name="audit-petition"),
+    path("audit/verify/", views.audit_verify, name="audit-verify"),
 ]
 
 api_urlpatterns = [

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -198,3 +200,33 @@ def balances(request: HttpRequest) -> HttpResponse:
     elif request.user.is_authenticated and not form.is_bound:
         rows = [(a, selectors.balances(a)) for a in selectors.addresses_of(request.user)]
     return render(request, "web/balances.html", {"form": form, "rows": rows})
+
+
+@staff_member_required
+@require_GET
+def audit_petition(request: HttpRequest, petition_id: str) -> HttpResponse:
+    """Staff only: a petition's full trace through the Fed's log, and the latest replay-verify."""
+    from web import audit
+    from web.models import VerifyRun
+
+    fed = selectors.fed_process_id()
+    trace = audit.petition_trace(fed_process_id=fed, petition_id=petition_id) if fed else []
+    runs = VerifyRun.objects.filter(process_id=fed)[:5] if fed else []
+    return render(request, "web/audit_petition.html",
+                  {"petition_id": petition_id, "fed": fed, "trace": trace, "runs": runs})
+
+
+@staff_member_required
+@require_POST
+def audit_verify(request: HttpRequest) -> HttpResponse:
+    """Staff only: replay the Fed's log in a Celery task; the audit page shows match or the first divergence."""
+    from web import audit
+
+    fed = selectors.fed_process_id()
+    if fed is None:
+        return HttpResponse("the Fed is not running", status=409)
+    audit.verify_request(user=request.user, process_id=fed)
+    back = request.POST.get("petition_id", "")
+    if back and len(back) == 43:
+        return redirect("web:audit-petition", petition_id=back)
+    return redirect("web:home")
