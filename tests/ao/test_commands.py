@@ -20,10 +20,10 @@ def test_verify_reports_a_match(alice: Ed25519Key, ledger_module: str) -> None:
     for _ in range(3):
         send(alice, pid, "Mint", Quantity="2")
     out = io.StringIO()
-    call_command("ao", "evaluate", pid, stdout=out)
+    call_command("ao", "evaluate", "--", pid, stdout=out)  # ids may start with "-"
     assert f"{pid}: evaluated 4" in out.getvalue()
     out = io.StringIO()
-    call_command("ao", "verify", pid, stdout=out)
+    call_command("ao", "verify", "--", pid, stdout=out)
     assert "OK: 4 messages replayed" in out.getvalue()
 
 
@@ -36,7 +36,7 @@ def test_verify_reports_the_first_divergence_with_its_nonce(alice: Ed25519Key, l
     tampered.body = {**tampered.body, "Output": "forged"}
     tampered.save()
     with pytest.raises(CommandError, match="DIVERGED at nonce 2 \\(result\\) after 2 matching messages"):
-        call_command("ao", "verify", pid)
+        call_command("ao", "verify", "--", pid)
 
 
 def test_verify_catches_a_broken_hash_chain(alice: Ed25519Key, ledger_module: str) -> None:
@@ -45,7 +45,7 @@ def test_verify_catches_a_broken_hash_chain(alice: Ed25519Key, ledger_module: st
     evaluation.cu_evaluate_pending(process_id=pid)
     models.Assignment.objects.filter(process_id=pid, nonce=1).update(hash_chain="X" * 43)
     with pytest.raises(CommandError, match="nonce 1 \\(hash chain\\)"):
-        call_command("ao", "verify", pid)
+        call_command("ao", "verify", "--", pid)
 
 
 def test_module_command_builds_and_publishes(node_keys: None, probe_wasm: bytes) -> None:
@@ -57,3 +57,10 @@ def test_module_command_builds_and_publishes(node_keys: None, probe_wasm: bytes)
     assert tags["Module-Format"] == "wasm32-wasip2-component"
     with pytest.raises(CommandError, match="must be K=V"):
         call_command("ao", "module", str(PROBE_SOURCE), "--tag", "novalue")
+
+
+def test_ids_starting_with_a_dash_reach_the_command_after_double_dash(node_keys: None) -> None:
+    with pytest.raises(CommandError, match="no process"):
+        call_command("ao", "verify", "--", "-" + "A" * 42)
+    with pytest.raises(CommandError, match="not in this node's store"):
+        call_command("weave", "attest", "--process=-" + "A" * 42, "--", "-" + "B" * 42)

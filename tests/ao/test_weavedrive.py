@@ -139,9 +139,9 @@ def test_attest_command(alice: Ed25519Key, probe_module: str, blob) -> None:  # 
     tx_id, _ = blob
     pid = spawn(alice, probe_module, [("Extension", "WeaveDrive")])
     out = io.StringIO()
-    call_command("weave", "attest", tx_id, "--process", pid, stdout=out)
+    call_command("weave", "attest", f"--process={pid}", "--", tx_id, stdout=out)  # ids may start with "-"
     assert f"attested {tx_id} to {pid} at nonce 1" in out.getvalue()
     with pytest.raises(CommandError, match="not in this node's store"):
-        call_command("weave", "attest", "Q" * 43, "--process", pid)
+        call_command("weave", "attest", f"--process={pid}", "--", "Q" * 43)
     with pytest.raises(CommandError, match="no process"):
-        call_command("weave", "attest", tx_id, "--process", "P" * 43)
+        call_command("weave", "attest", "--process=" + "P" * 43, "--", tx_id)

@@ -13,7 +13,8 @@ from ao.errors import AoError
 class Command(BaseCommand):
     """AO node administration."""
 
-    help = "AO node administration: init, module, evaluate, verify."
+    help = ("AO node administration: init, module, evaluate, verify. Ids may start with '-': "
+            "put `--` before them (manage.py ao verify -- -AbC...).")
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
