@@ -39,3 +39,13 @@ class WrongScheduler(AoError):
     """The process names another scheduler."""
 
     status = 421
+
+
+class HostUnavailable(AoError):
+    """This node cannot do a message's host work right now (a store, file or memory fault).
+
+    Never recorded as the message's result: the result would then depend on this node's health, and a
+    replay elsewhere would disagree. Evaluation stops, nothing is committed, and the task retries.
+    """
+
+    status = 503

@@ -9,6 +9,7 @@ from celery.signals import worker_ready
 from django.db import OperationalError
 
 from ao import evaluation, services
+from ao.errors import HostUnavailable
 from ao.permaweb.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,9 @@ def deliver_pushes(process_id: str | None = None) -> int:
     bind=True,
     name="ao.evaluate",
     acks_late=True,
-    autoretry_for=(StoreUnavailable, OperationalError),
+    autoretry_for=(StoreUnavailable, HostUnavailable, OperationalError),
     retry_backoff=True,
-    max_retries=5,
+    max_retries=8,
 )
 def evaluate(self, process_id: str) -> int:  # type: ignore[no-untyped-def]
     """Evaluate a process's pending messages in order; safe to run twice, and on many workers."""

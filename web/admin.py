@@ -6,6 +6,8 @@ from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
 from web import models
 
@@ -43,7 +45,14 @@ class PetitionAdmin(ReadOnlyAdmin):
     list_display = ("id", "sender_name", "petitioner", "status", "grade", "amount", "submitted_at", "decided_at")
     list_filter = ("status",)
     search_fields = ("id", "petitioner", "sender_name", "text")
+    readonly_fields = ("audit_trace",)
     inlines = [VoteInline]
+
+    @admin.display(description="audit")
+    def audit_trace(self, petition: models.Petition) -> str:
+        """A link to the petition's full trace through the Fed's log."""
+        return format_html('<a href="{}">full trace and replay-verify</a>',
+                           reverse("web:audit-petition", args=[petition.id]))
 
 
 @admin.register(models.Vote)

@@ -134,7 +134,7 @@ class PetitionSerializer(serializers.ModelSerializer):
 
 
 class PetitionStatusSerializer(serializers.Serializer):
-    """A petition's status: "sent" until the log shows the transfer, "failed" if wAR refused it, else the log's."""
+    """A petition's status: "sent" until the log shows the transfer, "transfer-refused" if wAR refused it, or the log's."""
 
     id = serializers.CharField()
     status = serializers.CharField()

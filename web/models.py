@@ -111,6 +111,7 @@ class Petition(models.Model):
         DELIBERATING = "deliberating", "deliberating"
         DECIDED = "decided", "decided"
         REFUNDED = "refunded", "refunded"
+        FAILED = "failed", "failed (refunded)"
 
     id = models.CharField(primary_key=True, max_length=ADDRESS_LENGTH, help_text="the wAR transfer's message id")
     petitioner = models.CharField(max_length=ADDRESS_LENGTH, db_index=True)
@@ -121,7 +122,7 @@ class Petition(models.Model):
     grade = models.PositiveSmallIntegerField(null=True, blank=True)
     amount = _amount(null=True, blank=True, help_text="LLAMA granted, base units")
     decision = models.JSONField(null=True, blank=True, help_text="the Petition-Decision data")
-    refund_reason = models.CharField(max_length=200, blank=True)
+    refund_reason = models.CharField(max_length=400, blank=True, help_text="why the offering was refunded")
     submitted_at = models.DateTimeField(null=True, blank=True)
     received_at = models.DateTimeField(null=True, blank=True)
     decided_at = models.DateTimeField(null=True, blank=True)
@@ -135,8 +136,8 @@ class Petition(models.Model):
 
     @property
     def is_final(self) -> bool:
-        """Decided or refunded: nothing more will change but the grant's confirmation."""
-        return self.status in (self.Status.DECIDED, self.Status.REFUNDED)
+        """Decided, refunded or failed: nothing more will change but the grant's confirmation."""
+        return self.status in (self.Status.DECIDED, self.Status.REFUNDED, self.Status.FAILED)
 
 
 class Vote(models.Model):
@@ -145,9 +146,9 @@ class Vote(models.Model):
     petition = models.ForeignKey(Petition, on_delete=models.CASCADE, related_name="votes")
     governor_index = models.PositiveSmallIntegerField()
     governor = models.CharField(max_length=32)
-    grade = models.PositiveSmallIntegerField()
+    grade = models.PositiveSmallIntegerField(null=True, blank=True, help_text="none when the reply was invalid")
     reason = models.TextField(blank=True)
-    valid = models.BooleanField(default=True, help_text="false: the output did not parse and counted as grade 0")
+    valid = models.BooleanField(default=True, help_text="false: the reply did not follow the grammar (petition failed)")
     raw_output = models.TextField(blank=True)
     detail = models.JSONField(help_text="the whole vote record (order, examples, tokens, stop, model)")
     voted_at = models.DateTimeField(null=True, blank=True)

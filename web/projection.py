@@ -28,7 +28,7 @@ from web.models import MAX_NAME_CHARS, MAX_PETITION_CHARS, Grant, Petition, Proj
 log = logging.getLogger(__name__)
 
 BATCH = 500
-MAX_REASON_CHARS = 200
+MAX_REASON_CHARS = 400
 MAX_ERROR_CHARS = 300
 MAX_GOVERNOR_CHARS = 32
 # The Fed refunds a second transfer carrying a known petition id with this reason and keeps the first petition.
@@ -40,6 +40,7 @@ RANK = {
     Petition.Status.DELIBERATING: 2,
     Petition.Status.DECIDED: 3,
     Petition.Status.REFUNDED: 3,
+    Petition.Status.FAILED: 3,
 }
 
 Applier = Callable[[ao_models.Result, ao_models.Assignment | None], None]
@@ -223,6 +224,8 @@ def _apply_fed(result: ao_models.Result, assignment: ao_models.Assignment | None
             _received(petition_id, message, source, at)
         elif action == "Petition-Refunded":
             _refunded(petition_id, message, tags, source, at)
+        elif action == "Petition-Failed":
+            _failed(petition_id, message, tags, at)
         elif action == "Petition-Vote":
             _voted(petition_id, message, tags, source, at)
         elif action == "Petition-Decision":
@@ -271,6 +274,23 @@ def _refunded(petition_id: str, message: dict[str, Any], tags: dict[str, str], s
     petition.save()
 
 
+def _failed(petition_id: str, message: dict[str, Any], tags: dict[str, str], at: Any) -> None:
+    """The deliberation could not give a grade (a reply outside the grammar, the model failing): refunded."""
+    petition = _petition(petition_id, message.get("Target", ""))
+    try:
+        detail = json.loads(message.get("Data") or "{}")
+    except ValueError:
+        detail = {}
+    votes = detail.get("votes") if isinstance(detail, dict) else None
+    for index, vote in enumerate(votes if isinstance(votes, list) else []):
+        if isinstance(vote, dict):
+            _store_vote(petition, index, vote, str(vote.get("governor", "")), vote.get("grade"), at)
+    petition.status = Petition.Status.FAILED
+    petition.refund_reason = (tags.get("Reason") or "the deliberation failed")[:MAX_REASON_CHARS]
+    petition.refunded_at = at
+    petition.save()
+
+
 def _voted(petition_id: str, message: dict[str, Any], tags: dict[str, str], source: dict[str, str],
            at: Any) -> None:
     petition = _petition(petition_id, message.get("Target", ""))
@@ -283,12 +303,20 @@ def _voted(petition_id: str, message: dict[str, Any], tags: dict[str, str], sour
     raw_index = source.get("Governor", "")
     index = int(raw_index) if raw_index.isdigit() else Vote.objects.filter(petition=petition).count()
     grade = tags.get("Grade", "")
+    _store_vote(petition, index, vote, tags.get("Governor") or str(vote.get("governor", "")),
+                int(grade) if grade.isdigit() else vote.get("grade"), at)
+    _advance(petition, Petition.Status.DELIBERATING)
+    petition.save(update_fields=["status"])
+
+
+def _store_vote(petition: Petition, index: int, vote: dict[str, Any], governor: str, grade: Any, at: Any) -> None:
+    """Upsert one governor's vote (grade None: the reply did not follow the grammar)."""
     Vote.objects.update_or_create(
         petition=petition,
         governor_index=index,
         defaults={
-            "governor": (tags.get("Governor") or str(vote.get("governor", "")))[:MAX_GOVERNOR_CHARS],
-            "grade": int(grade) if grade.isdigit() else int(vote.get("grade") or 0),
+            "governor": governor[:MAX_GOVERNOR_CHARS],
+            "grade": grade if type(grade) is int and 0 <= grade <= 5 else None,
             "reason": str(vote.get("reason") or ""),
             "valid": bool(vote.get("valid", True)),
             "raw_output": str(vote.get("raw") or ""),
@@ -296,8 +324,6 @@ def _voted(petition_id: str, message: dict[str, Any], tags: dict[str, str], sour
             "voted_at": at,
         },
     )
-    _advance(petition, Petition.Status.DELIBERATING)
-    petition.save(update_fields=["status"])
 
 
 def _decided(petition_id: str, message: dict[str, Any], tags: dict[str, str], at: Any, nonce: int) -> None:
@@ -335,5 +361,8 @@ def _grant_reply(source: dict[str, str], at: Any) -> None:
     else:
         grant.status = Grant.Status.FAILED
         grant.error = (source.get("Error") or "refused by the LLAMA ledger")[:MAX_ERROR_CHARS]
+        # The Fed refunds the offering it held for a grant the ledger refused.
+        Petition.objects.filter(pk=grant.petition_id).update(
+            refund_reason=f"the LLAMA ledger refused the grant: {grant.error}"[:MAX_REASON_CHARS], refunded_at=at)
     grant.confirmed_at = at
     grant.save(update_fields=["status", "error", "confirmed_at"])

@@ -194,7 +194,7 @@ def open_requests(*, user: AbstractBaseUser | None = None, petitioner: str | Non
         return []
     final = set(
         Petition.objects.filter(
-            id__in=[r.message_id for r in requests], status__in=[Petition.Status.DECIDED, Petition.Status.REFUNDED]
+            id__in=[r.message_id for r in requests], status__in=[Petition.Status.DECIDED, Petition.Status.REFUNDED, Petition.Status.FAILED]
         ).values_list("id", flat=True)
     )
     failed = transfer_errors(token_process_id(WAR), [r.message_id for r in requests])
@@ -260,9 +260,9 @@ class PetitionStatus:
 
     @property
     def status(self) -> str:
-        """sent (only the site knows), failed (the transfer was refused), or the projected petition's status."""
+        """sent (only the site knows), transfer-refused (the wAR ledger refused the transfer), or the projected petition's status."""
         if self.transfer_error:
-            return "failed"
+            return "transfer-refused"
         return self.petition.status if self.petition else "sent"
 
     @property
@@ -273,7 +273,9 @@ class PetitionStatus:
     @property
     def is_final(self) -> bool:
         """Nothing more will happen: refunded, failed, or decided with the grant settled."""
-        if self.transfer_error or (self.petition and self.petition.status == Petition.Status.REFUNDED):
+        if self.transfer_error or (
+            self.petition and self.petition.status in (Petition.Status.REFUNDED, Petition.Status.FAILED)
+        ):
             return True
         if self.petition and self.petition.status == Petition.Status.DECIDED:
             return self.grant is None or self.grant.status != Grant.Status.PENDING
@@ -324,7 +326,8 @@ def _timeline(s: PetitionStatus) -> list[Step]:
         steps.append(Step("refunded", "Refunded", "failed", f"The Fed refunded the offering: {p.refund_reason}.",
                           p.refunded_at))
         return steps
-    steps.append(Step("received", "Received", "done", "Accepted; the offering was burned.", p.received_at))
+    steps.append(Step("received", "Received", "done", "Accepted; the Fed holds the offering while the governors read.",
+                      p.received_at))
     voted = {v.governor_index: v for v in s.votes}
     total = s.governor_count
     for k in range(max(total, 1)):
@@ -332,13 +335,19 @@ def _timeline(s: PetitionStatus) -> list[Step]:
         name = s.governors[k] if k < len(s.governors) else (vote.governor if vote else "")
         label = f"Governor {k + 1}" + (f" of {total}" if total else "") + (f" ({name})" if name else "")
         if vote is not None:
-            steps.append(Step(f"vote-{k}", label, "done", vote.reason, vote.voted_at, grade=vote.grade))
-        elif p.status == Status.DECIDED:
+            steps.append(Step(f"vote-{k}", label, "done" if vote.valid else "failed", vote.reason, vote.voted_at,
+                              grade=vote.grade))
+        elif p.status in (Status.DECIDED, Status.FAILED):
             continue
         elif k == len(voted):
             steps.append(Step(f"vote-{k}", label, "current", "Deliberating…"))
         else:
             steps.append(Step(f"vote-{k}", label, "waiting", "Waiting for the governors before."))
+    if p.status == Status.FAILED:
+        steps.append(Step("decision", "Failed", "failed",
+                          f"No grade could be given ({p.refund_reason}); the offering was refunded in full.",
+                          p.refunded_at))
+        return steps
     if p.status != Status.DECIDED:
         steps.append(Step("decision", "Decision", "waiting", "After the last governor."))
         return steps
@@ -348,11 +357,12 @@ def _timeline(s: PetitionStatus) -> list[Step]:
         if s.grant is not None and s.grant.status == Grant.Status.PENDING:
             detail += " The LLAMA ledger is minting it."
         elif s.grant is not None and s.grant.status == Grant.Status.FAILED:
-            detail += f" The LLAMA ledger refused the grant: {s.grant.error}"
+            detail += f" The LLAMA ledger refused the grant ({s.grant.error}); the offering was refunded."
         state = "failed" if s.grant is not None and s.grant.status == Grant.Status.FAILED else "done"
         steps.append(Step("decision", "Granted", state, detail, p.decided_at, grade=p.grade))
     else:
-        steps.append(Step("decision", "Denied", "done", f"Grade {p.grade}: no LLAMA for this petition.",
+        steps.append(Step("decision", "Denied", "done",
+                          f"Grade {p.grade}: no LLAMA for this petition; the offering was burned.",
                           p.decided_at, grade=p.grade))
     return steps
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -17,6 +20,20 @@ from web import charts, forms, projection, selectors, services
 from web.errors import InvalidInput, LinkRefused, WebError
 
 POLL_SECONDS = 2
+
+View = Callable[..., HttpResponse]
+
+
+def staff_only(view: View) -> View:
+    """Audit views: 403 for everyone but active staff (anonymous visitors included; the page links to login)."""
+
+    @wraps(view)
+    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not (request.user.is_active and request.user.is_staff):
+            raise PermissionDenied("the audit is for staff members only")
+        return view(request, *args, **kwargs)
+
+    return guarded
 
 
 @require_GET
@@ -202,7 +219,7 @@ def balances(request: HttpRequest) -> HttpResponse:
     return render(request, "web/balances.html", {"form": form, "rows": rows})
 
 
-@staff_member_required
+@staff_only
 @require_GET
 def audit_petition(request: HttpRequest, petition_id: str) -> HttpResponse:
     """Staff only: a petition's full trace through the Fed's log, and the latest replay-verify."""
@@ -216,7 +233,7 @@ def audit_petition(request: HttpRequest, petition_id: str) -> HttpResponse:
                   {"petition_id": petition_id, "fed": fed, "trace": trace, "runs": runs})
 
 
-@staff_member_required
+@staff_only
 @require_POST
 def audit_verify(request: HttpRequest) -> HttpResponse:
     """Staff only: replay the Fed's log in a Celery task; the audit page shows match or the first divergence."""

@@ -30,6 +30,8 @@ import wasmtime
 from wasmtime import Config, Engine, Store, Trap, WasiConfig, WasmtimeError
 from wasmtime.component import Component, Linker, Record, Variant
 
+from ao.errors import HostUnavailable
+
 # Compiled code is only valid for the engine build and settings that made it.
 ENGINE_TAG = "wasmtime50-fuel-epoch"
 WIT_PACKAGE = "llamafed:ao"
@@ -101,6 +103,7 @@ class CallContext:
     weavedrive: Any = None
     llm: Any = None
     host_fuel: int = 0  # fuel charged for host work (extensions), added to GasUsed
+    fault: BaseException | None = None  # a host fault (not a fact of the log): the call is abandoned, not recorded
     _random_counter: int = 0
 
     def random_bytes(self, n: int) -> bytes:
@@ -178,7 +181,10 @@ class ComponentRuntime:
         instance_key: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> CallOutcome:
-        """Run handle(msg, env); traps become errors, never exceptions. instance_key keeps the instance warm."""
+        """Run handle(msg, env); traps become errors, never exceptions. instance_key keeps the instance warm.
+
+        A host fault during the call (ctx.fault, set by an import) is raised instead: it is not the message's outcome.
+        """
         self._ctx = ctx
         output: str | None = None
         error: str | None = None
@@ -203,6 +209,9 @@ class ComponentRuntime:
         finally:
             self._ctx = None
             self._store = None
+        if ctx.fault is not None:
+            self._instances.pop(instance_key or "", None)
+            raise ctx.fault
         gas = 0
         if warm is not None:
             gas = fuel - warm.store.get_fuel()  # host charges were taken out of the same fuel
@@ -312,12 +321,20 @@ class ComponentRuntime:
         ms = self._context().timestamp_ms
         return _datetime(ms // 1000, (ms % 1000) * 1_000_000)
 
+    def _host_work(self, work: Callable[[], Any]) -> Any:
+        """Run an extension's work; a host fault is kept for call() to raise and traps the module meanwhile."""
+        try:
+            return work()
+        except HostUnavailable as exc:
+            self._context().fault = exc
+            raise HostCallError(f"host fault: {exc}") from exc
+
     def _wd_size(self, store: Any, path: str) -> int | str:
         drive = self._context().weavedrive
         if drive is None:
             return "WeaveDrive is not enabled for this process (tag Extension=WeaveDrive)"
         before = drive.fuel
-        answer = drive.size(path)
+        answer = self._host_work(lambda: drive.size(path))
         self._charge(store, drive.fuel - before)
         return answer
 
@@ -326,7 +343,7 @@ class ComponentRuntime:
         if drive is None:
             return "WeaveDrive is not enabled for this process (tag Extension=WeaveDrive)"
         before = drive.fuel
-        answer = drive.read(path, int(offset), int(length))
+        answer = self._host_work(lambda: drive.read(path, int(offset), int(length)))
         self._charge(store, drive.fuel - before)
         return answer
 
@@ -349,7 +366,7 @@ class ComponentRuntime:
         if engine is None:
             return Variant("err", "the LLM extension is not enabled for this process (tags Extension=Llama and "
                                   "Extension=WeaveDrive)")
-        ok, text, fuel = engine.complete(request)
+        ok, text, fuel = self._host_work(lambda: engine.complete(request))
         self._charge(store, fuel)
         return Variant("ok" if ok else "err", text)
 

@@ -40,7 +40,7 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
-from ao.errors import AoError
+from ao.errors import AoError, HostUnavailable
 
 # Fuel: a fixed rule that depends only on token counts, never on cache state or timing. Prices are
 # wasm-fuel equivalents of the wall time each costs the reference model (Qwen2.5-Coder-1.5B, one
@@ -278,8 +278,8 @@ class LlamaEngine:
         try:
             before = os.stat(self.model_path)
             actual = file_sha256(self.model_path)
-        except OSError as e:
-            raise ModelLoadFailed(f"cannot read the model file {self.model_path}: {e.strerror}") from e
+        except OSError as e:  # this node's disk, not the model: retried, never recorded
+            raise HostUnavailable(f"cannot read the model file {self.model_path}: {e.strerror}") from e
         if actual != expected:
             raise ModelMismatch(
                 f"model file {self.model_path} has sha256 {actual}, not the expected {expected}: "
@@ -299,7 +299,7 @@ class LlamaEngine:
         after = os.stat(self.model_path)
         if (before.st_ino, before.st_size, before.st_mtime_ns) != (after.st_ino, after.st_size, after.st_mtime_ns):
             self.close()
-            raise ModelMismatch(f"model file {self.model_path} changed while it was being loaded; load it again")
+            raise HostUnavailable(f"model file {self.model_path} changed while it was being loaded; load it again")
 
         self.n_batch = min(n_batch, n_ctx)
         self.n_ubatch = min(N_UBATCH, self.n_batch)
@@ -317,9 +317,9 @@ class LlamaEngine:
         ctx_params.no_perf = True
         with _CapturedLog() as log:
             self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
-        if not self._ctx:
+        if not self._ctx:  # the weights loaded, so this is the node's memory, not the model
             self.close()
-            raise ModelLoadFailed(f"llama.cpp cannot create a context of {n_ctx} tokens: {log.text()}")
+            raise HostUnavailable(f"llama.cpp cannot create a context of {n_ctx} tokens: {log.text()}")
 
         self.n_ctx = llama_cpp.llama_n_ctx(self._ctx)
         self.n_threads = n_threads

@@ -18,7 +18,7 @@ from typing import Any
 from django.conf import settings
 
 from ao import models
-from ao.errors import AoError
+from ao.errors import AoError, HostUnavailable
 from ao.extensions import llm
 from ao.extensions.weavedrive import WeaveDrive
 from ao.units import weavedrive as wd
@@ -68,7 +68,11 @@ class LlmBinding:
     calls: list[dict[str, Any]] = field(default_factory=list)
 
     def complete(self, request: Any) -> tuple[bool, str, int]:
-        """Run a completion; return (ok, JSON text or error text, fuel to charge)."""
+        """Run a completion; return (ok, JSON text or error text, fuel to charge).
+
+        Refusals and failures that follow from the log and the model bytes are answers (ok False); a fault of
+        this node (HostUnavailable, MemoryError) propagates, so the message is retried rather than recorded.
+        """
         try:
             model_path = getattr(request, "model")
             grammar = getattr(request, "grammar")
@@ -85,6 +89,10 @@ class LlmBinding:
             engine = engine_pool().engine_for(local, sha)
             done = engine.complete(llm.CompletionRequest(prefix=prefix, parts=parts, grammar=grammar,
                                                          max_tokens=max_tokens))
+        except MemoryError as exc:
+            raise HostUnavailable(f"out of host memory during a completion: {exc}") from exc
+        except HostUnavailable:
+            raise
         except (AoError, wd.WeaveDriveError) as exc:
             return False, str(exc), 0
         prefix_text = "".join(p.text for p in prefix)

@@ -20,7 +20,8 @@ from django.db.models import Q
 from ao import models
 from ao.effects.stores import embedded_store
 from ao.permaweb import merkle
-from ao.permaweb.store import ChunkVerificationError, NotFound, Store, StoreError
+from ao.errors import HostUnavailable
+from ao.permaweb.store import ChunkVerificationError, NotFound, Store, StoreError, StoreUnavailable
 from ao.units import weavedrive as wd
 
 FUEL_PER_KIB = 100  # host work charged per KiB read, a fixed rule
@@ -174,6 +175,8 @@ class WeaveDrive:
             if parsed.kind == "data":
                 return self.cache.store.data_size(parsed.tx_id)
             return len(self._document(parsed))
+        except (StoreUnavailable, OSError) as exc:
+            raise _fault(exc) from exc
         except (wd.WeaveDriveError, StoreError) as exc:
             return str(exc)
 
@@ -190,6 +193,8 @@ class WeaveDrive:
             document = self._document(parsed)
             count = wd.check_range(offset, length, len(document))
             return document[offset:offset + count]
+        except (StoreUnavailable, OSError) as exc:
+            raise _fault(exc) from exc
         except (wd.WeaveDriveError, StoreError) as exc:
             return str(exc)
 
@@ -200,7 +205,10 @@ class WeaveDrive:
         parsed = self._admit(path)
         if parsed.kind != "data":
             raise wd.WeaveDriveError(f"{path} is not a /data/<txid> path")
-        return parsed.tx_id, self.cache.local_file(parsed.tx_id)
+        try:
+            return parsed.tx_id, self.cache.local_file(parsed.tx_id)
+        except (StoreUnavailable, OSError) as exc:
+            raise _fault(exc) from exc
 
     # -- admission -------------------------------------------------------------------------
 
@@ -272,6 +280,11 @@ class WeaveDrive:
         body = {"height": block.height, "indep_hash": block.indep_hash, "previous": block.previous,
                 "timestamp": block.timestamp}
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _fault(exc: Exception) -> HostUnavailable:
+    """A store or disk failure of this node: the message is retried later, never answered with it."""
+    return HostUnavailable(f"WeaveDrive could not reach its data: {exc}")
 
 
 def _items_for(tx_id: str):  # type: ignore[no-untyped-def]

@@ -2,6 +2,10 @@
 
 The protocol is policy/PROTOCOL.md. State keys: ``config``, ``petition/<id>``, ``last/<address>``,
 ``granted``, ``epoch/<n>``, ``pending-grants``. Amounts are decimal strings of base units.
+
+The offering is held while the committee deliberates: it is burned when the petition is decided, and
+refunded in full when the deliberation fails (a governor's reply outside the grammar, or the model
+refusing or failing), so a failure is never silently a grant or a denial.
 """
 
 from __future__ import annotations
@@ -11,14 +15,14 @@ from typing import Any
 
 import fedrules
 import prompts
-from aosdk import Context, Process, ProcessError, canonical_json
+from aosdk import Context, ExtensionError, Process, ProcessError, canonical_json
 
 PETITION = "petition/"
 LAST = "last/"
 EPOCH = "epoch/"
 GRANTED = "granted"
 PENDING_GRANTS = "pending-grants"
-DELIBERATING, DECIDED, REFUNDED = "deliberating", "decided", "refunded"
+DELIBERATING, DECIDED, REFUNDED, FAILED = "deliberating", "decided", "refunded", "failed"
 GRANT_NONE, GRANT_PENDING, GRANT_DONE, GRANT_FAILED = "none", "pending", "granted", "failed"
 MAX_ERROR_CHARS = 300
 
@@ -118,10 +122,10 @@ def credit_notice(ctx: Context) -> None:
     if reason is not None:
         _refund(ctx, config, record, reason)
         return
-    ctx.put(PETITION + petition_id, {**record, "status": DELIBERATING})
+    # The previous accepted timestamp is kept so that a failed deliberation gives the cooldown back.
+    ctx.put(PETITION + petition_id, {**record, "status": DELIBERATING, "previous_last": ctx.get(LAST + sender)})
     ctx.put(LAST + sender, now)
     ctx.send(sender, {"Action": "Petition-Received", "Petition-Id": petition_id})
-    ctx.send(config["War-Token"], {"Action": "Burn", "Quantity": str(quantity), "X-Petition-Id": petition_id})
     _next_governor(ctx, petition_id, 0)
 
 
@@ -162,14 +166,19 @@ def deliberate(ctx: Context) -> None:
     if ctx.msg.tag("Governor") != str(index):
         raise Refused(f"petition {petition_id} waits for governor {index}, not {ctx.msg.tag('Governor')!r}")
     governor = config["Governors"][index]
-    # An extension error propagates: the message fails, nothing is stored, Resume-Deliberation retries.
-    answer = ctx.complete(
-        config["Model"],
-        prefix=prompts.prefix_parts(governor["order"], governor["examples"]),
-        parts=prompts.petition_parts(petition["text"]),
-        grammar=prompts.GRAMMARS[governor["order"]],
-        max_tokens=config["Max-Tokens"],
-    )
+    try:
+        answer = ctx.complete(
+            config["Model"],
+            prefix=prompts.prefix_parts(governor["order"], governor["examples"]),
+            parts=prompts.petition_parts(petition["text"]),
+            grammar=prompts.GRAMMARS[governor["order"]],
+            max_tokens=config["Max-Tokens"],
+        )
+    except ExtensionError as exc:
+        # A refusal or failure of the model is a fact of the log (host faults never reach here: the compute
+        # unit retries those), so the petition fails and the offering goes back.
+        _fail(ctx, config, petition, f"governor {governor['name']}: the model failed: {str(exc)[:MAX_ERROR_CHARS]}")
+        return
     parsed = prompts.parse_answer(answer["text"])
     vote = {
         "governor": governor["name"], "order": governor["order"], "examples": governor["examples"],
@@ -177,6 +186,9 @@ def deliberate(ctx: Context) -> None:
         "tokens": answer.get("tokens"), "stop": answer.get("stop"), "model": answer.get("model"),
     }
     petition["votes"].append(vote)
+    if not vote["valid"]:
+        _fail(ctx, config, petition, f"governor {governor['name']}: {prompts.INVALID_REASON}")
+        return
     ctx.send(petition["sender"], {"Action": "Petition-Vote", "Petition-Id": petition_id,
                                   "Governor": governor["name"], "Grade": str(vote["grade"])}, canonical_json(vote))
     if len(petition["votes"]) < len(config["Governors"]):
@@ -184,6 +196,25 @@ def deliberate(ctx: Context) -> None:
         _next_governor(ctx, petition_id, len(petition["votes"]))
     else:
         _decide(ctx, config, petition)
+
+
+def _fail(ctx: Context, config: dict[str, Any], petition: dict[str, Any], reason: str) -> None:
+    """The deliberation cannot give a grade: record why, refund the held offering, give the cooldown back."""
+    petition_id, sender = petition["id"], petition["sender"]
+    petition.update(status=FAILED, failure=reason, failed_at=ctx.msg.timestamp)
+    ctx.put(PETITION + petition_id, petition)
+    previous = petition.get("previous_last")
+    if ctx.get(LAST + sender) == petition["received"]:  # no later petition of this sender took the slot
+        if previous is None:
+            ctx.delete(LAST + sender)
+        else:
+            ctx.put(LAST + sender, previous)
+    ctx.send(config["War-Token"], {
+        "Action": "Transfer", "Recipient": sender, "Quantity": petition["quantity"],
+        "X-Refund-For": petition_id, "X-Refund-Reason": reason,
+    })
+    ctx.send(sender, {"Action": "Petition-Failed", "Petition-Id": petition_id, "Reason": reason},
+             canonical_json({"petition": petition_id, "reason": reason, "votes": petition["votes"]}))
 
 
 def _decide(ctx: Context, config: dict[str, Any], petition: dict[str, Any]) -> None:
@@ -202,7 +233,9 @@ def _decide(ctx: Context, config: dict[str, Any], petition: dict[str, Any]) -> N
     petition.update(status=DECIDED, grade=grade, amount=str(amount), decision=decision,
                     grant=GRANT_PENDING if amount > 0 else GRANT_NONE)
     ctx.put(PETITION + petition_id, petition)
-    if amount > 0:
+    if amount == 0:
+        _burn(ctx, config, petition)  # denied: the offering is spent
+    else:  # the offering is burned once LLAMA confirms the mint, refunded if LLAMA refuses it
         # Reserved now so that decisions taken before the confirmations arrive respect the caps.
         ctx.put(GRANTED, str(granted + amount))
         ctx.put(f"{EPOCH}{epoch}", str(epoch_granted + amount))
@@ -211,6 +244,11 @@ def _decide(ctx: Context, config: dict[str, Any], petition: dict[str, Any]) -> N
                                          "X-Petition-Id": petition_id})
     ctx.send(petition["sender"], {"Action": "Petition-Decision", "Petition-Id": petition_id, "Grade": str(grade),
                                   "Amount": str(amount)}, canonical_json(decision))
+
+
+def _burn(ctx: Context, config: dict[str, Any], petition: dict[str, Any]) -> None:
+    """Burn the held offering of a petition whose outcome is final."""
+    ctx.send(config["War-Token"], {"Action": "Burn", "Quantity": petition["quantity"], "X-Petition-Id": petition["id"]})
 
 
 def _grant_reply(ctx: Context) -> tuple[str, dict[str, Any]]:
@@ -232,17 +270,25 @@ def grant_confirmation(ctx: Context) -> None:
     petition_id, petition = _grant_reply(ctx)
     petition.update(grant=GRANT_DONE, granted_at=ctx.msg.timestamp)
     ctx.put(PETITION + petition_id, petition)
+    _burn(ctx, _config(ctx), petition)
 
 
 @refusing("Grant-Error")
 def grant_error(ctx: Context) -> None:
-    """LLAMA refused the grant: record why and release the amount from the totals."""
+    """LLAMA refused the grant: record why, release the amount from the totals, refund the held offering."""
+    config = _config(ctx)
     petition_id, petition = _grant_reply(ctx)
     amount, epoch = int(petition["amount"]), petition["decision"]["epoch"]
-    petition.update(grant=GRANT_FAILED, grant_error=(ctx.msg.tag("Error") or ctx.msg.data)[:MAX_ERROR_CHARS])
+    error = (ctx.msg.tag("Error") or ctx.msg.data)[:MAX_ERROR_CHARS]
+    petition.update(grant=GRANT_FAILED, grant_error=error)
     ctx.put(PETITION + petition_id, petition)
     ctx.put(GRANTED, str(max(0, _int(ctx, GRANTED) - amount)))
     ctx.put(f"{EPOCH}{epoch}", str(max(0, _int(ctx, f"{EPOCH}{epoch}") - amount)))
+    reason = f"the LLAMA ledger refused the grant: {error}"
+    ctx.send(config["War-Token"], {
+        "Action": "Transfer", "Recipient": petition["sender"], "Quantity": petition["quantity"],
+        "X-Refund-For": petition_id, "X-Refund-Reason": reason[:MAX_ERROR_CHARS],
+    })
 
 
 @refusing("Resume-Deliberation")

@@ -153,8 +153,11 @@ def petition_parts(text: str) -> list[tuple[str, bool]]:
     ]
 
 
+INVALID_REASON = "the reply does not follow the answer grammar (cut off at Max-Tokens?)"
+
+
 def parse_answer(raw: str) -> dict[str, Any]:
-    """A governor's grade and reason from its output; anything malformed is grade 0, flagged invalid."""
+    """A governor's grade and reason from its output; anything malformed has no grade and is flagged invalid."""
     try:
         value = json.loads(raw)
     except ValueError:
@@ -164,4 +167,4 @@ def parse_answer(raw: str) -> dict[str, Any]:
         if (type(grade) is int and MIN_GRADE <= grade <= MAX_GRADE and isinstance(reason, str)
                 and 1 <= len(reason) <= MAX_REASON_CHARS):
             return {"grade": grade, "reason": reason, "valid": True}
-    return {"grade": MIN_GRADE, "reason": "malformed answer (counted as grade 0)", "valid": False}
+    return {"grade": None, "reason": INVALID_REASON, "valid": False}

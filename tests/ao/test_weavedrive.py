@@ -145,3 +145,32 @@ def test_attest_command(alice: Ed25519Key, probe_module: str, blob) -> None:  # 
         call_command("weave", "attest", f"--process={pid}", "--", "Q" * 43)
     with pytest.raises(CommandError, match="no process"):
         call_command("weave", "attest", "--process=" + "P" * 43, "--", tx_id)
+
+
+def test_a_store_outage_is_retried_not_recorded(alice: Ed25519Key, probe_module: str, blob,  # type: ignore[no-untyped-def]
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from ao.errors import HostUnavailable
+    from ao.permaweb.store import StoreUnavailable
+
+    tx_id, data = blob
+    pid = spawn(alice, probe_module, [("Extension", "WeaveDrive")])
+    services.su_attest(process_id=pid, tx_id=tx_id)
+    evaluation.cu_evaluate_pending(process_id=pid)
+    evaluated = models.Evaluation.objects.get(process_id=pid)
+    store = weavedrive.chunk_cache().store
+
+    def unreachable(*args: object, **kwargs: object) -> bytes:
+        raise StoreUnavailable("connection refused")
+
+    monkeypatch.setattr(store, "read", unreachable)
+    mid = send(alice, pid, "Weave-Read", Path=f"/data/{tx_id}", Offset="5", Length="7")
+    with pytest.raises(HostUnavailable, match="connection refused"):
+        evaluation.cu_evaluate_pending(process_id=pid)
+    # Nothing about the message was recorded: no result, the cursor and state hash did not move.
+    assert not models.Result.objects.filter(process_id=pid, message_id=mid).exists()
+    assert models.Evaluation.objects.get(process_id=pid).next_nonce == evaluated.next_nonce
+    assert models.Evaluation.objects.get(process_id=pid).state_hash == evaluated.state_hash
+    monkeypatch.undo()
+    evaluation.cu_evaluate_pending(process_id=pid)  # the retry, once the store answers again
+    ok = models.Result.objects.get(process_id=pid, message_id=mid)
+    assert json.loads(ok.body["Output"])["hex"] == data[5:12].hex()

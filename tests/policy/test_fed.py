@@ -304,29 +304,139 @@ def test_a_refused_grant_is_recorded_and_released(tiny_model: str) -> None:
     assert "max supply" in stored["grant_error"]
     assert balance("LLAMA", user.address) == 0
     assert value(fed, "granted") == "0" and value(fed, "pending-grants") == []
+    # The offering the Fed held for the grant came back in full; nothing was burned for it.
+    [refund] = [t for t in sent(fed, action="Transfer", target=token("wAR")) if t["X-Refund-For"] == pid]
+    assert refund["X-Refund-Reason"].startswith("the LLAMA ledger refused the grant")
+    assert balance("wAR", user.address) == WAR_GIFT and balance("wAR", fed) == 0 and sent(fed, action="Burn") == []
+
+
+def assert_failed_and_refunded(fed: str, user: Ed25519Key, pid: str, reason_part: str) -> dict[str, Any]:
+    """The petition failed with a reason, its offering came back whole, nothing was granted or burned for it."""
+    stored = value(fed, f"petition/{pid}")
+    assert stored["status"] == "failed" and reason_part in stored["failure"], stored
+    [notice] = sent(fed, action="Petition-Failed", target=user.address)
+    assert notice["Petition-Id"] == pid and reason_part in notice["Reason"]
+    [refund] = [t for t in sent(fed, action="Transfer", target=token("wAR")) if t["X-Refund-For"] == pid]
+    assert (refund["Recipient"], refund["Quantity"]) == (user.address, str(OFFERING))
+    assert balance("wAR", user.address) == WAR_GIFT and balance("wAR", fed) == 0
+    assert [b for b in sent(fed, action="Burn") if b["X-Petition-Id"] == pid] == []
+    assert sent(fed, action="Grant") == [] and sent(fed, action="Petition-Decision") == []
+    assert balance("LLAMA", user.address) == 0 and value(fed, "granted") == "0"
+    return stored
 
 
 @pytest.mark.django_db
-def test_an_extension_error_keeps_the_petition_deliberating_and_only_the_owner_resumes(tiny_model: str) -> None:
+def test_a_reply_outside_the_grammar_fails_the_petition_and_refunds_it(tiny_model: str) -> None:
+    # Three tokens cannot finish {"grade": n, "reason": "..."}: the reply is cut off by Max-Tokens.
+    fed = make_fed(tiny_model, **{"Max-Tokens": "3"}).process_id
+    user = user_with_war()
+    settle()
+    pid = petition(user, fed, "I mend fishing nets for the whole harbour.")
+    settle()
+    stored = assert_failed_and_refunded(fed, user, pid, "does not follow the answer grammar")
+    [vote] = stored["votes"]  # the first governor's reply ended it; the second never ran
+    assert (vote["governor"], vote["grade"], vote["valid"], vote["stop"]) == ("Ada", None, False, "max_tokens")
+    assert len(results_of(fed, "Deliberate")) == 1
+    # The cooldown was given back: the same address may petition again at once, and is accepted.
+    again = petition(user, fed, "I also teach knots to children.")
+    settle()
+    assert value(fed, f"petition/{again}")["status"] == "failed"  # (the same three tokens fail it again)
+    assert value(fed, f"petition/{again}")["failure"].startswith("governor Ada")
+    verify_report = verify.verify_process(process_id=fed)
+    assert verify_report.ok, verify_report.divergence
+
+
+@pytest.mark.django_db
+def test_the_model_failing_fails_the_petition_and_refunds_it(tiny_model: str) -> None:
     # 250 emoji are ~1,000 byte tokens for the tiny model: with 1,024 tokens to generate, the prompt cannot fit.
     fed = make_fed(tiny_model, **{"Max-Tokens": "1024"}).process_id
     user = user_with_war()
     settle()
     pid = petition(user, fed, "\U0001f333" * 250)
     settle()
-    [failed] = results_of(fed, "Deliberate")
-    assert "context holds" in failed.error and failed.body["Messages"] == []
-    assert value(fed, f"petition/{pid}")["status"] == "deliberating" and value(fed, f"petition/{pid}")["votes"] == []
+    [deliberation] = results_of(fed, "Deliberate")
+    assert deliberation.error == ""  # the message succeeded: what failed is the petition's deliberation
+    stored = assert_failed_and_refunded(fed, user, pid, "the model failed")
+    assert "context holds" in stored["failure"] and stored["votes"] == []
+    # Resume-Deliberation cannot revive a failed petition, and is only the owner's to send anyway.
     stranger = send(user, fed, "Resume-Deliberation", **{"Petition-Id": pid})
+    owner = send(keys.operator_wallet(), fed, "Resume-Deliberation", **{"Petition-Id": pid})
     evaluation.cu_evaluate_pending(process_id=fed)
     [refusal] = models.Result.objects.get(process_id=fed, message_id=stranger).body["Messages"]
     assert "only the Fed's owner" in tags_of(refusal)["Error"]
-    owner = send(keys.operator_wallet(), fed, "Resume-Deliberation", **{"Petition-Id": pid})
-    evaluation.cu_evaluate_pending(process_id=fed)
-    [again] = models.Result.objects.get(process_id=fed, message_id=owner).body["Messages"]
-    assert tags_of(again) == {"Action": "Deliberate", "Petition-Id": pid, "Governor": "0"}
-    assert again["Target"] == fed
-    assert sent(fed, action="Grant") == []
+    [refusal] = models.Result.objects.get(process_id=fed, message_id=owner).body["Messages"]
+    assert "is failed, not deliberating" in tags_of(refusal)["Error"]
+    assert len(results_of(fed, "Deliberate")) == 1
+
+
+@pytest.mark.django_db
+def test_an_unloadable_model_fails_the_petition_and_refunds_it(node_keys: None, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF" + bytes(range(256)) * 64)  # a GGUF magic, then nothing llama.cpp can read
+    model = weave.weave_upload(path=junk, tags=[], name="junk")
+    fed = make_fed(model).process_id
+    user = user_with_war()
+    settle()
+    pid = petition(user, fed, "I sing at the care home on Sundays.")
+    settle()
+    stored = assert_failed_and_refunded(fed, user, pid, "the model failed")
+    assert "cannot load" in stored["failure"]
+
+
+@pytest.mark.django_db
+def test_a_host_fault_is_retried_and_never_decides(tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ao.errors import HostUnavailable
+    from ao.extensions import llm, llm_host
+
+    fed = make_fed(tiny_model).process_id
+    user = user_with_war()
+    settle()
+    pid = petition(user, fed, "I keep the village library open on weekends.")
+    evaluation.cu_evaluate_pending(process_id=token("wAR"))
+    services.mu_deliver_pending(process_id=token("wAR"))
+    evaluation.cu_evaluate_pending(process_id=fed)  # intake
+    services.mu_deliver_pending(process_id=fed)  # the first Deliberate, to itself
+    cursor = models.Evaluation.objects.get(process_id=fed).next_nonce
+
+    def unreadable(path: Path) -> str:
+        raise OSError(5, "Input/output error")
+
+    # A worker that has not loaded the model yet, on a disk that fails to read it.
+    monkeypatch.setattr(llm_host, "engine_pool", lambda: llm.EnginePool(n_threads=1))
+    monkeypatch.setattr(llm, "file_sha256", unreadable)
+    with pytest.raises(HostUnavailable, match="Input/output error"):
+        evaluation.cu_evaluate_pending(process_id=fed)
+    assert models.Evaluation.objects.get(process_id=fed).next_nonce == cursor  # nothing recorded
+    assert value(fed, f"petition/{pid}")["status"] == "deliberating" and value(fed, f"petition/{pid}")["votes"] == []
+    monkeypatch.undo()
+    settle()  # the retry decides normally
+    stored = value(fed, f"petition/{pid}")
+    assert stored["status"] == "decided" and len(stored["votes"]) == len(GOVERNORS)
+    assert verify.verify_process(process_id=fed).ok
+
+
+@pytest.mark.django_db
+def test_the_cooldown_is_23_hours_of_message_timestamps(tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    fed = make_fed(tiny_model).process_id
+    user = user_with_war()
+    settle()
+    start = 1_900_000_000_000  # ms; the scheduler stamps messages with max(clock, the last timestamp)
+    clock = {"now": start}
+    monkeypatch.setattr("ao.services.time.time", lambda: clock["now"] / 1000)
+    first = petition(user, fed, "I restore old bicycles for refugees.")
+    settle()
+    assert value(fed, f"petition/{first}")["received"] == start
+    clock["now"] = start + 23 * 3_600_000 - 1  # one millisecond early
+    early = petition(user, fed, "I restored three more.")
+    settle()
+    assert value(fed, f"petition/{early}")["status"] == "refunded"
+    assert value(fed, f"petition/{early}")["refund_reason"] == "one petition per address per cooldown"
+    clock["now"] = start + 23 * 3_600_000  # exactly 23 h after the accepted one
+    on_time = petition(user, fed, "And five more this week.")
+    settle()
+    assert value(fed, f"petition/{on_time}")["status"] == "decided"
+    # Two offerings spent (burned after their decisions), the early one refunded.
+    assert balance("wAR", user.address) == WAR_GIFT - 2 * OFFERING and balance("wAR", fed) == 0
 
 
 @pytest.mark.slow
@@ -422,8 +532,7 @@ def test_answers_are_parsed_strictly(rules: tuple[ModuleType, ModuleType]) -> No
     assert prompts.parse_answer('{"reason": "ok", "grade": 2}')["grade"] == 2
     for raw in ('{"grade": 4, "reason": "cut', '{"grade": 9, "reason": "x"}', '{"grade": true, "reason": "x"}',
                 '{"grade": 3}', "", '[{"grade": 5}]'):
-        assert prompts.parse_answer(raw) == {"grade": 0, "reason": "malformed answer (counted as grade 0)",
-                                             "valid": False}
+        assert prompts.parse_answer(raw) == {"grade": None, "reason": prompts.INVALID_REASON, "valid": False}
     for order in prompts.ORDERS:
         for examples in prompts.EXAMPLE_SETS:
             for _, grade, reason in prompts.EXAMPLES[examples]:  # the examples obey the grammar's own shape
@@ -445,4 +554,6 @@ def test_aggregation_and_payout_arithmetic(rules: tuple[ModuleType, ModuleType])
     assert fedrules.payout(config, 4, granted=140 * BASE, epoch_granted=0) == (20 * BASE, 10 * BASE, "max-supply")
     assert fedrules.payout(config, 5, granted=150 * BASE, epoch_granted=0) == (100 * BASE, 0, "max-supply")
     assert fedrules.payout(config, 0, granted=0, epoch_granted=0) == (0, 0, None)
+    for grade, whole in enumerate([0, 1, 5, 10, 20, 100]):  # every grade pays exactly its schedule amount
+        assert fedrules.payout(config, grade, granted=0, epoch_granted=0)[:2] == (whole * BASE, whole * BASE)
     assert fedrules.epoch_of(86_400_000 * 3 + 5, 86_400_000) == 3

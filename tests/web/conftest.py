@@ -143,11 +143,7 @@ class FedLog:
         pid = new_id()
         intake = {"Sender": sender, "Quantity": offering, "X-Petition": text, "X-Sender-Name": name,
                   "Pushed-For": pid}
-        self.step("Credit-Notice", intake, [
-            out(sender, **{"Action": "Petition-Received", "Petition-Id": pid}),
-            out(new_id(), **{"Action": "Burn", "Quantity": offering, "X-Petition-Id": pid}),
-            out(self.pid, **{"Action": "Deliberate", "Petition-Id": pid, "Governor": "0"}),
-        ])
+        self._intake(pid, intake)
         for k, (governor, grade, reason) in enumerate(votes):
             vote = {"governor": governor, "grade": grade, "reason": reason, "valid": True,
                     "raw": json.dumps({"grade": grade, "reason": reason}), "order": "grade-first", "examples": "A"}
@@ -161,6 +157,8 @@ class FedLog:
                 if amount:
                     messages.append(out(new_id(), **{"Action": "Grant", "Recipient": sender,
                                                      "Quantity": str(amount), "X-Petition-Id": pid}))
+                else:
+                    messages.append(out(new_id(), **{"Action": "Burn", "Quantity": offering, "X-Petition-Id": pid}))
                 messages.append(out(sender, json.dumps(decision), **{
                     "Action": "Petition-Decision", "Petition-Id": pid, "Grade": str(grade_min),
                     "Amount": str(amount)}))
@@ -169,7 +167,29 @@ class FedLog:
                                                  "Governor": str(k + 1)}))
             self.step("Deliberate", {"Petition-Id": pid, "Governor": str(k)}, messages)
         if amount and confirm:
-            self.step("Grant-Confirmation", {"X-Petition-Id": pid, "Recipient": sender, "Quantity": str(amount)}, [])
+            self.step("Grant-Confirmation", {"X-Petition-Id": pid, "Recipient": sender, "Quantity": str(amount)},
+                      [out(new_id(), **{"Action": "Burn", "Quantity": offering, "X-Petition-Id": pid})])
+        return pid
+
+    def _intake(self, pid: str, intake: dict[str, str]) -> None:
+        self.step("Credit-Notice", intake, [
+            out(intake["Sender"], **{"Action": "Petition-Received", "Petition-Id": pid}),
+            out(self.pid, **{"Action": "Deliberate", "Petition-Id": pid, "Governor": "0"}),
+        ])
+
+    def failed(self, *, sender: str, text: str, name: str, raw: str, reason: str) -> str:
+        """A petition whose first governor's reply broke the grammar: failed and refunded."""
+        pid = new_id()
+        self._intake(pid, {"Sender": sender, "Quantity": "25000000000", "X-Petition": text, "X-Sender-Name": name,
+                           "Pushed-For": pid})
+        vote = {"governor": "Ada", "grade": None, "reason": "the reply does not follow the answer grammar",
+                "valid": False, "raw": raw, "order": "grade-first", "examples": "A"}
+        self.step("Deliberate", {"Petition-Id": pid, "Governor": "0"}, [
+            out(new_id(), **{"Action": "Transfer", "Recipient": sender, "Quantity": "25000000000",
+                             "X-Refund-For": pid, "X-Refund-Reason": reason}),
+            out(sender, json.dumps({"petition": pid, "reason": reason, "votes": [vote]}),
+                **{"Action": "Petition-Failed", "Petition-Id": pid, "Reason": reason}),
+        ])
         return pid
 
     def refunded(self, *, sender: str, text: str, name: str, reason: str) -> str:

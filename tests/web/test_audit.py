@@ -26,12 +26,16 @@ def decided(tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]
 
 def test_audit_is_for_staff_only(client: Client, django_user_model, decided: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]
     _, pid = decided
-    url = f"/audit/petitions/{pid}/"
-    assert client.get(url).status_code == 302  # to the admin login
+    urls = [f"/audit/petitions/{pid}/", "/audit/verify/"]
+    for url in urls:  # anonymous: 403 (the page offers the login link)
+        response = client.get(url) if "petitions" in url else client.post(url)
+        assert response.status_code == 403, url
+    assert "Log in" in client.get(urls[0]).content.decode()
     django_user_model.objects.create_user("member", password="pw-long-enough-1")
     client.login(username="member", password="pw-long-enough-1")
-    assert client.get(url).status_code == 302
-    assert client.post("/audit/verify/").status_code == 302
+    for url in urls:
+        assert client.get(url).status_code == 403, url
+        assert client.post(url, {"petition_id": pid}).status_code == 403, url
     assert not VerifyRun.objects.exists()
 
 

@@ -40,13 +40,15 @@ def _populate(log: FedLog) -> dict[str, str]:
         "denied": log.petition(sender=bob, text="buy my coin", name="Bob",
                                votes=[("Ada", 0, "Advertising."), ("Bo", 1, "Spam.")], amount=0),
         "refunded": log.refunded(sender=carol, text="hello", name="C", reason="name must be 2 to 20 characters"),
+        "failed": log.failed(sender=Ed25519Key.generate().address, text="I paint murals.", name="Dee",
+                             raw='{"grade": 4, "reas', reason="governor Ada: the reply does not follow the grammar"),
     }
 
 
 def test_petition_messages_become_petitions_votes_and_grants(fed_log: FedLog) -> None:
     ids = _populate(fed_log)
     applied = projection.project_fed(fed_process_id=fed_log.pid)
-    assert applied == Projection.objects.get(process_id=fed_log.pid).next_nonce == 9
+    assert applied == Projection.objects.get(process_id=fed_log.pid).next_nonce == 11
 
     granted = Petition.objects.get(id=ids["granted"])
     assert (granted.status, granted.grade, int(granted.amount)) == ("decided", 3, 10 * LLAMA)
@@ -67,6 +69,13 @@ def test_petition_messages_become_petitions_votes_and_grants(fed_log: FedLog) ->
     assert (refunded.status, refunded.refund_reason, refunded.sender_name) == (
         "refunded", "name must be 2 to 20 characters", "C")
     assert not refunded.votes.exists()
+
+    failed = Petition.objects.get(id=ids["failed"])
+    assert (failed.status, failed.grade, failed.amount) == ("failed", None, None)
+    assert failed.refund_reason == "governor Ada: the reply does not follow the grammar" and failed.is_final
+    [vote] = failed.votes.all()
+    assert (vote.governor, vote.grade, vote.valid, vote.raw_output) == ("Ada", None, False, '{"grade": 4, "reas')
+    assert not Grant.objects.filter(petition=failed).exists()
 
 
 def test_status_follows_the_log_step_by_step(fed_log: FedLog) -> None:
@@ -102,6 +111,8 @@ def test_a_grant_error_marks_the_grant_failed(fed_log: FedLog) -> None:
     projection.project_fed(fed_process_id=fed_log.pid)
     grant = Grant.objects.get(petition_id=pid)
     assert (grant.status, grant.error) == ("failed", "would exceed the max supply")
+    petition = Petition.objects.get(id=pid)
+    assert petition.status == "decided" and "refused the grant: would exceed" in petition.refund_reason
 
 
 def test_projecting_twice_changes_nothing(fed_log: FedLog) -> None:
@@ -124,16 +135,16 @@ def test_rebuild_reproduces_the_read_models(fed_log: FedLog) -> None:
                      votes=[("Ada", 2, "Fine."), ("Bo", 2, "Okay.")], amount=5 * LLAMA)
     projection.project_fed(fed_process_id=fed_log.pid)
     before = snapshot()
-    assert len(before["petitions"]) == 4 and len(before["votes"]) == 6 and len(before["grants"]) == 2
+    assert len(before["petitions"]) == 5 and len(before["votes"]) == 7 and len(before["grants"]) == 2
     out_text = StringIO()
     call_command("web", "rebuild", stdout=out_text)
-    assert "rebuild: 13 results" in out_text.getvalue()
+    assert "rebuild: 15 results" in out_text.getvalue()
     assert snapshot() == before
 
 
 def test_the_projection_task_is_idempotent(fed_log: FedLog) -> None:
     _populate(fed_log)
-    assert tasks.project.delay().get() == 9
+    assert tasks.project.delay().get() == 11
     first = snapshot()
     assert tasks.project.delay().get() == 0
     assert snapshot() == first
