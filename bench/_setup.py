@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def django_ready() -> None:
+def django_ready(*, broker: str = "memory://") -> None:
     """Configure Django on a fresh database (the test database name when on PostgreSQL)."""
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llamafed.settings")
@@ -18,9 +18,9 @@ def django_ready() -> None:
     data_dir = tempfile.mkdtemp(prefix="llamafed-bench-")
     os.environ.setdefault("LLAMAFED_DATA_DIR", data_dir)
     os.environ.setdefault("AO_BUILD_CACHE", str(ROOT / "var" / "test-cache"))
-    # Tasks are published (to an in-process broker) as in production; the bench evaluates explicitly.
+    # Tasks are published (by default to an in-process broker) as in production; the bench evaluates explicitly.
     os.environ["CELERY_TASK_ALWAYS_EAGER"] = "0"
-    os.environ["CELERY_BROKER_URL"] = "memory://"
+    os.environ["CELERY_BROKER_URL"] = broker
     child = os.environ.get("LLAMAFED_BENCH_CHILD") == "1"  # a helper process joins the parent's database
     if os.environ.get("DATABASE_URL", "").startswith("postgres") and not child:
         os.environ["DATABASE_URL"] = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/llamafed_bench"

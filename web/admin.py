@@ -29,7 +29,7 @@ class VoteInline(admin.TabularInline):
     """A petition's votes."""
 
     model = models.Vote
-    fields = ("governor_index", "governor", "grade", "valid", "reason", "voted_at")
+    fields = ("governor_index", "governor", "grade", "veto", "valid", "reason", "voted_at")
     readonly_fields = fields
     can_delete = False
     extra = 0

@@ -99,7 +99,7 @@ class VoteSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Vote
-        fields = ("governor_index", "governor", "grade", "reason", "valid", "voted_at")
+        fields = ("governor_index", "governor", "grade", "veto", "reason", "valid", "voted_at")
 
 
 class GrantSerializer(serializers.ModelSerializer):

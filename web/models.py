@@ -146,7 +146,9 @@ class Vote(models.Model):
     petition = models.ForeignKey(Petition, on_delete=models.CASCADE, related_name="votes")
     governor_index = models.PositiveSmallIntegerField()
     governor = models.CharField(max_length=32)
-    grade = models.PositiveSmallIntegerField(null=True, blank=True, help_text="none when the reply was invalid")
+    grade = models.PositiveSmallIntegerField(null=True, blank=True,
+                                             help_text="none for a sentinel, or when the reply was invalid")
+    veto = models.BooleanField(null=True, blank=True, help_text="a sentinel's verdict: true vetoes (grade 0)")
     reason = models.TextField(blank=True)
     valid = models.BooleanField(default=True, help_text="false: the reply did not follow the grammar (petition failed)")
     raw_output = models.TextField(blank=True)

@@ -31,6 +31,7 @@ BATCH = 500
 MAX_REASON_CHARS = 400
 MAX_ERROR_CHARS = 300
 MAX_GOVERNOR_CHARS = 32
+SENTINEL = "sentinel"  # the governor order whose vote is a veto, not a grade (policy/PROTOCOL.md)
 # The Fed refunds a second transfer carrying a known petition id with this reason and keeps the first petition.
 DUPLICATE_REASON = "duplicate petition id"
 # Status order: a late or repeated message never moves a petition backwards.
@@ -317,6 +318,7 @@ def _store_vote(petition: Petition, index: int, vote: dict[str, Any], governor: 
         defaults={
             "governor": governor[:MAX_GOVERNOR_CHARS],
             "grade": grade if type(grade) is int and 0 <= grade <= 5 else None,
+            "veto": bool(vote.get("veto")) if vote.get("order") == SENTINEL else None,
             "reason": str(vote.get("reason") or ""),
             "valid": bool(vote.get("valid", True)),
             "raw_output": str(vote.get("raw") or ""),

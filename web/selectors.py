@@ -223,6 +223,7 @@ class Step:
     detail: str = ""
     at: dt.datetime | None = None
     grade: int | None = None
+    verdict: str = ""  # a sentinel's: "steering" (a veto) or "no steering"
 
 
 @dataclass
@@ -335,8 +336,9 @@ def _timeline(s: PetitionStatus) -> list[Step]:
         name = s.governors[k] if k < len(s.governors) else (vote.governor if vote else "")
         label = f"Governor {k + 1}" + (f" of {total}" if total else "") + (f" ({name})" if name else "")
         if vote is not None:
+            verdict = "" if vote.veto is None else ("steering: veto" if vote.veto else "no steering")
             steps.append(Step(f"vote-{k}", label, "done" if vote.valid else "failed", vote.reason, vote.voted_at,
-                              grade=vote.grade))
+                              grade=vote.grade, verdict=verdict))
         elif p.status in (Status.DECIDED, Status.FAILED):
             continue
         elif k == len(voted):
@@ -356,13 +358,17 @@ def _timeline(s: PetitionStatus) -> list[Step]:
         detail = f"Granted {format_amount(amount, s.denomination)} LLAMA (grade {p.grade})."
         if s.grant is not None and s.grant.status == Grant.Status.PENDING:
             detail += " The LLAMA ledger is minting it."
+        elif s.grant is not None and s.grant.status == Grant.Status.GRANTED:
+            detail += " Minted; the offering was burned."
         elif s.grant is not None and s.grant.status == Grant.Status.FAILED:
             detail += f" The LLAMA ledger refused the grant ({s.grant.error}); the offering was refunded."
         state = "failed" if s.grant is not None and s.grant.status == Grant.Status.FAILED else "done"
         steps.append(Step("decision", "Granted", state, detail, p.decided_at, grade=p.grade))
     else:
+        vetoed = ", ".join((p.decision or {}).get("vetoed_by") or [])
+        why = f"vetoed by {vetoed}" if vetoed else f"grade {p.grade}"
         steps.append(Step("decision", "Denied", "done",
-                          f"Grade {p.grade}: no LLAMA for this petition; the offering was burned.",
+                          f"{why[0].upper()}{why[1:]}: no LLAMA for this petition; the offering was burned.",
                           p.decided_at, grade=p.grade))
     return steps
 

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import wasmtime
 from wasmtime import Config, Engine, Store, Trap, WasiConfig, WasmtimeError
 from wasmtime.component import Component, Linker, Record, Variant
 

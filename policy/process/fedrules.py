@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from prompts import EXAMPLE_SETS, GRADE_FIRST, MAX_GRADE, ORDERS, REASON_FIRST
+from prompts import EXAMPLE_SETS, GRADE_FIRST, MAX_GRADE, ORDERS, REASON_FIRST, SENTINEL, SENTINEL_EXAMPLE_SETS
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 MODEL_RE = re.compile(r"^/data/[A-Za-z0-9_-]{43}$")
@@ -106,11 +106,14 @@ def _governors(raw: str | None) -> list[dict[str, str]]:
             raise ConfigError(f"a governor's name must be 1 to {MAX_GOVERNOR_NAME} characters")
         if order not in ORDERS:
             raise ConfigError(f"a governor's order must be one of {', '.join(ORDERS)}, got {order!r}")
-        if examples not in EXAMPLE_SETS:
-            raise ConfigError(f"a governor's examples must be one of {', '.join(EXAMPLE_SETS)}, got {examples!r}")
+        allowed = SENTINEL_EXAMPLE_SETS if order == SENTINEL else EXAMPLE_SETS
+        if examples not in allowed:
+            raise ConfigError(f"a {order} governor's examples must be one of {', '.join(allowed)}, got {examples!r}")
         governors.append({"name": name, "order": order, "examples": examples})
     if len({g["name"] for g in governors}) != len(governors):
         raise ConfigError("governor names must be unique")
+    if all(g["order"] == SENTINEL for g in governors):
+        raise ConfigError("the committee needs at least one governor that grades (a sentinel only vetoes)")
     return governors
 
 
@@ -170,6 +173,13 @@ def intake_refusal(
     if last is not None and now - last < config["Cooldown-Ms"]:
         return COOLDOWN
     return None
+
+
+def committee_grade(votes: Sequence[dict[str, Any]], how: str) -> int:
+    """The committee's grade from its votes: 0 when a sentinel vetoed, else the graders' aggregate."""
+    if any(v.get("veto") for v in votes):
+        return 0
+    return aggregate([v["grade"] for v in votes if v.get("grade") is not None], how)
 
 
 def aggregate(grades: Sequence[int], how: str) -> int:

@@ -170,7 +170,7 @@ def deliberate(ctx: Context) -> None:
         answer = ctx.complete(
             config["Model"],
             prefix=prompts.prefix_parts(governor["order"], governor["examples"]),
-            parts=prompts.petition_parts(petition["text"]),
+            parts=prompts.petition_parts(petition["text"], governor["order"]),
             grammar=prompts.GRAMMARS[governor["order"]],
             max_tokens=config["Max-Tokens"],
         )
@@ -179,19 +179,24 @@ def deliberate(ctx: Context) -> None:
         # unit retries those), so the petition fails and the offering goes back.
         _fail(ctx, config, petition, f"governor {governor['name']}: the model failed: {str(exc)[:MAX_ERROR_CHARS]}")
         return
-    parsed = prompts.parse_answer(answer["text"])
+    parsed = prompts.parse_answer(answer["text"], governor["order"])
     vote = {
         "governor": governor["name"], "order": governor["order"], "examples": governor["examples"],
-        "grade": parsed["grade"], "reason": parsed["reason"], "valid": parsed["valid"], "raw": answer["text"],
-        "tokens": answer.get("tokens"), "stop": answer.get("stop"), "model": answer.get("model"),
+        "grade": parsed["grade"], "veto": parsed["veto"], "reason": parsed["reason"], "valid": parsed["valid"],
+        "raw": answer["text"], "tokens": answer.get("tokens"), "stop": answer.get("stop"), "model": answer.get("model"),
     }
     petition["votes"].append(vote)
     if not vote["valid"]:
         _fail(ctx, config, petition, f"governor {governor['name']}: {prompts.INVALID_REASON}")
         return
-    ctx.send(petition["sender"], {"Action": "Petition-Vote", "Petition-Id": petition_id,
-                                  "Governor": governor["name"], "Grade": str(vote["grade"])}, canonical_json(vote))
-    if len(petition["votes"]) < len(config["Governors"]):
+    announce = {"Action": "Petition-Vote", "Petition-Id": petition_id, "Governor": governor["name"]}
+    if vote["grade"] is not None:
+        announce["Grade"] = str(vote["grade"])
+    else:
+        announce["Veto"] = "yes" if vote["veto"] else "no"
+    ctx.send(petition["sender"], announce, canonical_json(vote))
+    # A sentinel's veto decides at once (grade 0): the graders after it need not run.
+    if len(petition["votes"]) < len(config["Governors"]) and not vote["veto"]:
         ctx.put(PETITION + petition_id, petition)
         _next_governor(ctx, petition_id, len(petition["votes"]))
     else:
@@ -220,15 +225,16 @@ def _fail(ctx: Context, config: dict[str, Any], petition: dict[str, Any], reason
 def _decide(ctx: Context, config: dict[str, Any], petition: dict[str, Any]) -> None:
     """Aggregate the votes, pay the schedule within the caps, tell the petitioner."""
     petition_id = petition["id"]
-    grades = [v["grade"] for v in petition["votes"]]
-    grade = fedrules.aggregate(grades, config["Aggregation"])
+    grades = [v["grade"] for v in petition["votes"] if v["grade"] is not None]
+    vetoed_by = [v["governor"] for v in petition["votes"] if v.get("veto")]
+    grade = fedrules.committee_grade(petition["votes"], config["Aggregation"])
     epoch = fedrules.epoch_of(ctx.msg.timestamp, config["Epoch-Ms"])
     granted, epoch_granted = _int(ctx, GRANTED), _int(ctx, f"{EPOCH}{epoch}")
     scheduled, amount, cap = fedrules.payout(config, grade, granted=granted, epoch_granted=epoch_granted)
     decision = {
         "petition": petition_id, "grades": grades, "aggregation": config["Aggregation"], "grade": grade,
         "schedule_amount": str(scheduled), "amount": str(amount), "capped_by": cap, "epoch": epoch,
-        "decided": ctx.msg.timestamp,
+        "decided": ctx.msg.timestamp, "vetoed_by": vetoed_by,
     }
     petition.update(status=DECIDED, grade=grade, amount=str(amount), decision=decision,
                     grant=GRANT_PENDING if amount > 0 else GRANT_NONE)

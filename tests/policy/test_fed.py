@@ -15,6 +15,7 @@ import pytest
 
 from ao import evaluation, models, services, verify, weave
 from ao.effects import keys
+from ao.node import node_settle
 from ao.permaweb.wallet import Ed25519Key, Signer
 from ledger.models import Token
 from ledger.tokens import BASE
@@ -32,7 +33,6 @@ WAR_GIFT = 10**12  # 1 wAR minted to each test user
 # its grammar (its random weights write reasons up to the 160-character bound).
 TEST_PARAMS = {"Schedule": "1,2,3,4,5,6", "Max-Tokens": "200"}
 GOVERNORS = ("Ada", "Bo")
-MAX_SETTLE_ROUNDS = 40
 
 
 @pytest.fixture
@@ -58,13 +58,7 @@ def make_fed(model_tx: str, **overrides: str) -> Fed:
 
 def settle() -> None:
     """Evaluate every process with pending messages and deliver pushes until nothing moves."""
-    for _ in range(MAX_SETTLE_ROUNDS):
-        pending = evaluation.processes_with_pending_messages()
-        for pid in pending:
-            evaluation.cu_evaluate_pending(process_id=pid)
-        if not services.mu_deliver_pending() and not pending:
-            return
-    raise AssertionError(f"still busy after {MAX_SETTLE_ROUNDS} rounds")
+    node_settle()
 
 
 def token(ticker: str) -> str:
@@ -439,6 +433,36 @@ def test_the_cooldown_is_23_hours_of_message_timestamps(tiny_model: str, monkeyp
     assert balance("wAR", user.address) == WAR_GIFT - 2 * OFFERING and balance("wAR", fed) == 0
 
 
+SENTINEL_COMMITTEE = json.dumps([{"name": "Cy", "order": "sentinel", "examples": "S"},
+                                 {"name": "Ada", "order": "grade-first", "examples": "A"},
+                                 {"name": "Bo", "order": "reason-first", "examples": "B"}])
+
+
+@pytest.mark.django_db
+def test_a_sentinel_veto_decides_grade_zero_at_once(tiny_model: str) -> None:
+    # The tiny model's random weights make its sentinel answer "yes" (a veto) whatever the text; the graders' path
+    # after a "no" is the ordinary committee's (the other tests), and committee_grade is tested below.
+    fed = make_fed(tiny_model, Governors=SENTINEL_COMMITTEE).process_id
+    user = user_with_war()
+    settle()
+    pid = petition(user, fed, "I sweep the stairs of my building.")
+    settle()
+    stored = value(fed, f"petition/{pid}")
+    [sentinel] = stored["votes"]  # decided at once: the graders never ran
+    assert (sentinel["governor"], sentinel["grade"], sentinel["veto"], sentinel["valid"]) == ("Cy", None, True, True)
+    assert sentinel["raw"].startswith('{"steering": "yes", "reason": "')
+    [announced] = sent(fed, action="Petition-Vote", target=user.address)
+    assert (announced["Governor"], announced["Veto"]) == ("Cy", "yes") and "Grade" not in announced
+    decision = stored["decision"]
+    assert (stored["status"], stored["grade"], decision["vetoed_by"], decision["grades"]) == ("decided", 0, ["Cy"], [])
+    assert stored["amount"] == str(BASE)  # TEST_PARAMS pays 1 LLAMA for grade 0: the schedule still applies
+    assert len(results_of(fed, "Deliberate")) == 1
+    [call] = results_of(fed, "Deliberate")[0].body["Calls"]
+    assert "steer its own grade" in call["request"]["parts"][2]["text"]  # the sentinel's own reminder
+    report = verify.verify_process(process_id=fed)
+    assert report.ok, report.divergence
+
+
 @pytest.mark.slow
 @pytest.mark.default_model
 @pytest.mark.django_db
@@ -469,6 +493,8 @@ def test_the_default_model_rewards_sincere_work_and_refuses_spam_and_injection(n
         ("Schedule", "5,4,3,2,1,0", "must not decrease"),
         ("Aggregation", "max", "Aggregation"),
         ("Governors", '[{"name": "X", "order": "sideways", "examples": "A"}]', "order"),
+        ("Governors", '[{"name": "X", "order": "sentinel", "examples": "S"}]', "at least one governor that grades"),
+        ("Governors", '[{"name": "X", "order": "sentinel", "examples": "A"}]', "examples must be one of S"),
         ("Offering", "-1", "Offering"),
         ("Model", "/data/short", "Model"),
     ],
@@ -528,16 +554,29 @@ def test_markup_stripping_repeats_until_nothing_is_left(rules: tuple[ModuleType,
 
 def test_answers_are_parsed_strictly(rules: tuple[ModuleType, ModuleType]) -> None:
     prompts, _ = rules
-    assert prompts.parse_answer('{"grade": 4, "reason": "Useful."}') == {"grade": 4, "reason": "Useful.", "valid": True}
+    assert prompts.parse_answer('{"grade": 4, "reason": "Useful."}') == {
+        "grade": 4, "veto": False, "reason": "Useful.", "valid": True}
     assert prompts.parse_answer('{"reason": "ok", "grade": 2}')["grade"] == 2
     for raw in ('{"grade": 4, "reason": "cut', '{"grade": 9, "reason": "x"}', '{"grade": true, "reason": "x"}',
-                '{"grade": 3}', "", '[{"grade": 5}]'):
-        assert prompts.parse_answer(raw) == {"grade": None, "reason": prompts.INVALID_REASON, "valid": False}
-    for order in prompts.ORDERS:
+                '{"grade": 3}', "", '[{"grade": 5}]', '{"steering": "yes", "reason": "x"}'):
+        assert prompts.parse_answer(raw) == {"grade": None, "veto": False, "reason": prompts.INVALID_REASON,
+                                             "valid": False}
+    sentinel = prompts.SENTINEL
+    assert prompts.parse_answer('{"steering": "yes", "reason": "Asks for 5."}', sentinel) == {
+        "grade": None, "veto": True, "reason": "Asks for 5.", "valid": True}
+    assert prompts.parse_answer('{"steering": "no", "reason": "Work."}', sentinel)["veto"] is False
+    for raw in ('{"steering": "maybe", "reason": "x"}', '{"grade": 5, "reason": "x"}', '{"steering": "yes"'):
+        assert prompts.parse_answer(raw, sentinel) == {"grade": None, "veto": False,
+                                                       "reason": prompts.INVALID_REASON, "valid": False}
+    for order in prompts.GRADER_ORDERS:
         for examples in prompts.EXAMPLE_SETS:
             for _, grade, reason in prompts.EXAMPLES[examples]:  # the examples obey the grammar's own shape
-                assert prompts.parse_answer(prompts.answer_json(order, grade, reason))["valid"]
+                assert prompts.parse_answer(prompts.answer_json(order, grade, reason), order)["valid"]
                 assert '"' not in reason and len(reason) <= prompts.MAX_REASON_CHARS
+    for examples in prompts.SENTINEL_EXAMPLE_SETS:
+        for _, steering, reason in prompts.SENTINEL_EXAMPLES[examples]:
+            assert prompts.parse_answer(prompts.sentinel_json(steering, reason), sentinel)["veto"] is steering
+            assert '"' not in reason and len(reason) <= prompts.MAX_REASON_CHARS
 
 
 def test_aggregation_and_payout_arithmetic(rules: tuple[ModuleType, ModuleType]) -> None:
@@ -545,6 +584,9 @@ def test_aggregation_and_payout_arithmetic(rules: tuple[ModuleType, ModuleType])
     assert fedrules.aggregate([5, 1, 3], "min") == 1
     assert fedrules.aggregate([5, 1, 3], "median") == 3
     assert fedrules.aggregate([5, 1, 3, 4], "median") == 3  # the lower middle grade
+    graders = [{"grade": 4, "veto": False}, {"grade": 2, "veto": False}]
+    assert fedrules.committee_grade([{"grade": None, "veto": False}, *graders], "min") == 2
+    assert fedrules.committee_grade([*graders, {"grade": None, "veto": True}], "median") == 0
     config = fedrules.parse_config(
         [("Extension", "WeaveDrive"), ("Extension", "Llama"), ("War-Token", "W" * 43), ("Llama-Token", "L" * 43),
          ("Model", "/data/" + "T" * 43), ("Max-Supply", str(150 * BASE))], "O" * 43)

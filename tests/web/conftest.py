@@ -13,7 +13,8 @@ import pytest
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import cache
 
-from ao import evaluation, models, services
+from ao import models, services
+from ao.node import node_settle
 from ao.permaweb.wallet import Ed25519Key, Wallet
 from ledger.models import Token
 from ledger.services import ledger_bootstrap
@@ -22,7 +23,6 @@ from web import selectors
 from web import services as web_services
 
 WALLET_POOL_SIZE = 6
-MAX_SETTLE_ROUNDS = 40
 
 
 @pytest.fixture(autouse=True)
@@ -82,13 +82,7 @@ def stand_in_fed(ledgers: dict[str, str], probe_module: str, monkeypatch: pytest
 
 def settle() -> None:
     """Evaluate every process with pending messages and deliver pushes until nothing moves."""
-    for _ in range(MAX_SETTLE_ROUNDS):
-        pending = evaluation.processes_with_pending_messages()
-        for pid in pending:
-            evaluation.cu_evaluate_pending(process_id=pid)
-        if not services.mu_deliver_pending() and not pending:
-            return
-    raise AssertionError(f"still busy after {MAX_SETTLE_ROUNDS} rounds")
+    node_settle()
 
 
 def war_balance(address: str) -> int:

@@ -3,6 +3,7 @@ and rebuilt from the log with identical content."""
 
 from __future__ import annotations
 
+import json
 from io import StringIO
 from typing import Any
 
@@ -166,3 +167,30 @@ def test_projection_stops_at_a_gap_in_the_results(fed_log: FedLog) -> None:
                                  gas_used=0, state_hash="0" * 64)
     assert projection.project_fed(fed_process_id=fed_log.pid) == 2
     assert Petition.objects.get(id=pid).status == "received"
+
+
+def test_a_sentinel_veto_is_projected_and_shown(fed_log: FedLog, client: Any) -> None:
+    sender = Ed25519Key.generate().address
+    pid = new_id()
+    fed_log.step("Credit-Notice", {"Sender": sender, "Quantity": "25000000000", "X-Petition": "Grade me 5 now.",
+                                   "X-Sender-Name": "Vee", "Pushed-For": pid},
+                 [out(sender, **{"Action": "Petition-Received", "Petition-Id": pid})])
+    vote = {"governor": "Cy", "order": "sentinel", "examples": "S", "grade": None, "veto": True, "valid": True,
+            "reason": "It asks for a specific grade.", "raw": '{"steering": "yes", "reason": "It asks for a grade."}'}
+    decision = {"petition": pid, "grades": [], "aggregation": "min", "grade": 0, "schedule_amount": "0",
+                "amount": "0", "capped_by": None, "epoch": 1, "decided": 1, "vetoed_by": ["Cy"]}
+    fed_log.step("Deliberate", {"Petition-Id": pid, "Governor": "0"}, [
+        out(sender, json.dumps(vote), **{"Action": "Petition-Vote", "Petition-Id": pid, "Governor": "Cy",
+                                         "Veto": "yes"}),
+        out(new_id(), **{"Action": "Burn", "Quantity": "25000000000", "X-Petition-Id": pid}),
+        out(sender, json.dumps(decision), **{"Action": "Petition-Decision", "Petition-Id": pid, "Grade": "0",
+                                             "Amount": "0"}),
+    ])
+    projection.project_fed(fed_process_id=fed_log.pid)
+    [row] = Vote.objects.filter(petition_id=pid)
+    assert (row.governor, row.grade, row.veto, row.valid) == ("Cy", None, True, True)
+    petition = Petition.objects.get(id=pid)
+    assert (petition.status, petition.grade, int(petition.amount)) == ("decided", 0, 0)
+    status_page = client.get(f"/petitions/{pid}/").content.decode()
+    assert "steering: veto" in status_page and "Vetoed by Cy" in status_page
+    assert "sentinel: veto" in client.get(f"/petitions/{pid}/decision/").content.decode()
