@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path)
     parser.add_argument("--set", choices=("petitions", "heldout", "both"), default="both")
     parser.add_argument("--only", help="comma-separated single configurations to run, e.g. sentinel/S")
+    parser.add_argument("--votes", type=Path, help="write every vote here (JSON) as it is cast")
+    parser.add_argument("--from-votes", type=Path, help="score votes written by an earlier run instead of running")
     args = parser.parse_args()
     here = Path(__file__).parent
     petitions = []
@@ -73,6 +75,11 @@ def main() -> None:
         petitions += [{**p, "set": name} for p in json.loads((here / f"{name}.json").read_text())]
     if args.limit:
         petitions = petitions[: args.limit]
+    if args.from_votes:
+        saved = json.loads(args.from_votes.read_text())
+        votes = {tuple(k.split("/")): v for k, v in saved.items()}
+        print(json.dumps(score(petitions, votes), indent=2, ensure_ascii=False))  # type: ignore[arg-type]
+        return
     if args.model:
         path = args.model
     else:
@@ -97,13 +104,35 @@ def main() -> None:
             votes[(order, examples)][p["id"]] = {**answer, "seconds": seconds, "raw": done.text}
             shown = "veto" if answer["veto"] else answer["grade"]
             print(f"{order}/{examples} {p['id']}: {shown} ({seconds:.1f} s)", file=sys.stderr, flush=True)
-    report = {}
-    configs = {f"{o}/{e}": ("min", [(o, e)]) for o, e in singles} | COMMITTEES
+            if args.votes:
+                args.votes.write_text(json.dumps({"/".join(k): v for k, v in votes.items()}, ensure_ascii=False))
+    print(json.dumps(score(petitions, votes), indent=2, ensure_ascii=False))
+
+
+def _seconds(votes: dict[tuple[str, str], dict[str, dict]], members: list[tuple[str, str]], petition: str) -> float:
+    """A decision's time as the Fed spends it: a sentinel runs first, and its veto ends the deliberation."""
+    if SENTINEL in members and votes[SENTINEL][petition]["veto"]:
+        return votes[SENTINEL][petition]["seconds"]
+    return sum(votes[m][petition]["seconds"] for m in members)
+
+
+def score(petitions: list[dict], votes: dict[tuple[str, str], dict[str, dict]]) -> dict:
+    """Each configuration's results over each petition set, from the votes."""
+    report: dict = {}
+    if SENTINEL in votes:
+        sentinel = votes[SENTINEL]
+        report["sentinel/S alone"] = {
+            "vetoed": sorted(p["id"] for p in petitions if sentinel[p["id"]]["veto"]),
+            "wrongly_vetoed": sorted(p["id"] for p in petitions if sentinel[p["id"]]["veto"] and p["want"] != "zero"),
+            "missed": sorted(p["id"] for p in petitions if not sentinel[p["id"]]["veto"] and p["want"] == "zero"),
+            "seconds_per_call": round(statistics.mean(sentinel[p["id"]]["seconds"] for p in petitions), 2),
+        }
+    configs = {f"{o}/{e}": ("min", [(o, e)]) for o, e in votes if (o, e) != SENTINEL} | COMMITTEES
     for name, (how, members) in configs.items():
         if any(m not in votes for m in members):
             continue
         grades = {p["id"]: committee_grade(how, [votes[m][p["id"]] for m in members]) for p in petitions}
-        seconds = [sum(votes[m][p["id"]]["seconds"] for m in members) for p in petitions]
+        seconds = [_seconds(votes, members, p["id"]) for p in petitions]
         row: dict = {}
         for set_name in sorted({p["set"] for p in petitions}):
             chosen = [p for p in petitions if p["set"] == set_name]
@@ -116,7 +145,7 @@ def main() -> None:
             }
         row["seconds_per_decision"] = round(statistics.mean(seconds), 2)
         report[name] = row
-    print(json.dumps(report, indent=2, ensure_ascii=False))
+    return report
 
 
 if __name__ == "__main__":

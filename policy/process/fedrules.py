@@ -26,7 +26,10 @@ AGGREGATIONS = ("min", "median")
 MAX_PETITION_CHARS = 250
 MIN_NAME_CHARS, MAX_NAME_CHARS = 2, 20
 
+# Chosen by bench/judge/run.py with the default model: the sentinel first (its veto ends the deliberation),
+# then one grade-first and one reason-first grader on different example sets, the minimum of the two.
 DEFAULT_GOVERNORS = [
+    {"name": "Cy", "order": SENTINEL, "examples": "S"},
     {"name": "Ada", "order": GRADE_FIRST, "examples": "A"},
     {"name": "Bo", "order": REASON_FIRST, "examples": "B"},
 ]

@@ -31,7 +31,10 @@ OFFERING = 25_000_000_000  # the default: 0.025 wAR
 WAR_GIFT = 10**12  # 1 wAR minted to each test user
 # Every grade pays (so a grant always happens) and answers are long enough for the tiny model to finish
 # its grammar (its random weights write reasons up to the 160-character bound).
-TEST_PARAMS = {"Schedule": "1,2,3,4,5,6", "Max-Tokens": "200"}
+# The committee is the default's two graders: the tiny model's sentinel would veto every petition (it has its own test).
+TEST_PARAMS = {"Schedule": "1,2,3,4,5,6", "Max-Tokens": "200",
+               "Governors": json.dumps([{"name": "Ada", "order": "grade-first", "examples": "A"},
+                                        {"name": "Bo", "order": "reason-first", "examples": "B"}])}
 GOVERNORS = ("Ada", "Bo")
 
 

@@ -14,6 +14,7 @@ from django.urls import reverse
 
 from ao import weave
 from policy import services as fed_services
+from tests.policy.test_fed import TEST_PARAMS
 from tests.support.tiny_gguf import tiny_gguf_path
 from tests.web.conftest import settle
 from tests.web.test_projection import snapshot
@@ -23,8 +24,6 @@ from web.models import Grant, Petition, PetitionRequest
 
 pytestmark = pytest.mark.django_db
 
-# Every grade pays, and answers are long enough for the tiny model to finish its grammar (as tests/policy does).
-TEST_PARAMS = {"Schedule": "1,2,3,4,5,6", "Max-Tokens": "200"}
 LLAMA = 10**12
 
 
