@@ -10,7 +10,7 @@ it; petitioners (Ed25519 keys) with wAR minted and evaluated; every request body
    (prefork, concurrency 1, as scripts/run starts it) with the default model works until all are decided.
    Baseline, same run: the same governor prompts through raw llama-cpp-python (`Llama.create_completion` with the
    grammar, a fresh context each call), as decisions per minute.
-2. Submission latency at `--rate` requests/s: gunicorn (2 sync workers, as scripts/run) behind loopback, wrk
+2. Submission latency at `--rate` requests/s: gunicorn (4 sync workers, as scripts/run on 2 cores), wrk
    (Debian's package, `bench/wrk_items.lua`) pacing `--connections` connections; every item is posted once.
    Baseline, same run and rate: the messenger's own POST /ao/mu/ of a signed wAR Transfer of the same size (what
    the petition endpoint forwards after its checks). Measured with no worker running (the web tier alone), then
@@ -40,9 +40,10 @@ import _setup  # noqa: E402
 
 BROKER = "redis://127.0.0.1:6379/14"
 CALIBRATE_S = 8
-GUNICORN_WORKERS = 2
+GUNICORN_WORKERS = 4  # scripts/run's default on 2 cores: two sync workers per core
 STARTUP_TIMEOUT_S = 60
 PETITION_FILE = ROOT / "bench" / "judge" / "petitions.json"
+RAW_PETITIONS = 2  # raw llama-cpp-python recomputes the ~850-token prefix on every call: ~1 min a decision
 
 
 def main() -> None:
@@ -50,8 +51,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="requests per second to hold")
     parser.add_argument("--seconds", type=int, default=60, help="length of each measured load run")
     parser.add_argument("--connections", type=int, default=10)
-    parser.add_argument("--decide", type=int, default=12, help="petitions for the decisions-per-minute phase")
+    parser.add_argument("--decide", type=int, default=12, help="petitions for the decisions-per-minute phase (0: skip)")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--workers", type=int, default=GUNICORN_WORKERS, help="gunicorn sync workers")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         sys.exit("set DATABASE_URL=postgres://... (this benchmark measures gunicorn on PostgreSQL)")
@@ -65,13 +67,14 @@ def main() -> None:
     world = _build(petitioners=args.decide + 2 * per_run, baseline=2 * per_run)
     base = f"http://127.0.0.1:{args.port}"
     report: dict[str, Any] = {"rate": args.rate, "seconds": args.seconds, "connections": args.connections,
-                              "gunicorn_workers": GUNICORN_WORKERS}
+                              "gunicorn_workers": args.workers}
     web = _start(["gunicorn", "llamafed.wsgi", "--bind", f"127.0.0.1:{args.port}", "--workers",
-                  str(GUNICORN_WORKERS), "--log-level", "warning"], "gunicorn")
+                  str(args.workers), "--log-level", "warning"], "gunicorn")
     try:
         _wait_for_port(args.port)
         petitions = world["petitions"]
-        report["decisions"] = _decisions(base, petitions[:args.decide], world)
+        if args.decide:
+            report["decisions"] = _decisions(base, petitions[:args.decide], world)
         petitions = petitions[args.decide:]
         loads: dict[str, Any] = {}
         for phase in ("web tier alone", "with a worker deliberating"):
@@ -198,15 +201,18 @@ def _decisions(base: str, petitions: list[bytes], world: dict[str, Any]) -> dict
     """Post the petitions, let one worker decide them all; the rate is measured over its governors' votes.
 
     The Fed asks governor k+1 of a petition after governor k of every petition queued before it (its log is FIFO),
-    so decisions bunch at the end; votes come at a steady pace, and a decision is `len(governors)` votes.
+    so decisions bunch at the end; votes come at a steady pace (a decision is up to `len(governors)` of them, fewer
+    when the sentinel vetoes), so the rate is decisions over the whole span of voting.
     """
     import requests
+
+    from ao import models
 
     for raw in petitions:
         response = requests.post(base + "/api/petitions/signed/", data=raw,
                                  headers={"Content-Type": "application/octet-stream"}, timeout=30)
         response.raise_for_status()
-    governors = 2
+    governors = len(json.loads(models.StateEntry.objects.get(process_id=world["fed"], key="config").value)["Governors"])
     worker = _start_worker()
     started = time.perf_counter()
     try:
@@ -224,10 +230,13 @@ def _decisions(base: str, petitions: list[bytes], world: dict[str, Any]) -> dict
         _stop(worker)
     if decided < len(petitions) or first is None or last is None or votes < 2:
         raise RuntimeError(f"only {decided} of {len(petitions)} petitions were decided")
+    # The busy span is first vote to last vote plus the first vote's own duration (one vote's average).
     seconds_per_vote = (last - first) / (votes - 1)
-    per_minute = 60 / (seconds_per_vote * governors)
+    per_minute = decided / (seconds_per_vote * votes) * 60
+    print(f"decisions: {decided} in {votes} votes ({governors} governors), {per_minute:.2f} per minute",
+          file=sys.stderr, flush=True)
     raw_s = _raw_seconds_per_decision(world["model_tx"])
-    return {"petitions": len(petitions), "decided": decided, "votes": votes,
+    return {"petitions": len(petitions), "decided": decided, "votes": votes, "governors": governors,
             "first_vote_after_worker_start_s": round(first - started, 1),
             "per_minute_per_worker": round(per_minute, 2), "seconds_per_decision": round(60 / per_minute, 2),
             "raw_llama_cpp_per_minute": round(60 / raw_s, 2), "raw_seconds_per_decision": round(raw_s, 2),
@@ -235,23 +244,24 @@ def _decisions(base: str, petitions: list[bytes], world: dict[str, Any]) -> dict
 
 
 def _raw_seconds_per_decision(model_tx: str) -> float:
-    """The Fed's default committee on three petitions through raw llama-cpp-python, fresh context each call."""
+    """The Fed's default committee on a few petitions through raw llama-cpp-python, fresh context each call."""
     import llama_cpp
 
     sys.path.insert(0, str(ROOT / "policy" / "process"))
     import fedrules
     import prompts
 
+    from llm import raw_llama  # bench/llm.py: the engine's load settings (weight repacking crashes on this CPU)
+
     path = Path(os.environ["LLAMAFED_DATA_DIR"]) / "weavedrive" / f"{model_tx}.data"  # verified by the worker
-    llama = llama_cpp.Llama(model_path=str(path), n_ctx=4096, n_threads=1, n_batch=2048, verbose=False,
-                            flash_attn=False, seed=0)
-    texts = [p["text"] for p in json.loads(PETITION_FILE.read_text())][:3]
+    llama = raw_llama(path)
+    texts = [p["text"] for p in json.loads(PETITION_FILE.read_text())][:RAW_PETITIONS]
     seconds = []
     for text in texts:
         start = time.perf_counter()
         for governor in fedrules.DEFAULT_GOVERNORS:
             prompt = "".join(t for t, _ in prompts.prefix_parts(governor["order"], governor["examples"]))
-            prompt += "".join(t for t, _ in prompts.petition_parts(text))
+            prompt += "".join(t for t, _ in prompts.petition_parts(text, governor["order"]))
             llama.reset()
             grammar = llama_cpp.LlamaGrammar.from_string(prompts.GRAMMARS[governor["order"]], verbose=False)
             llama.create_completion(prompt, max_tokens=int(fedrules.DEFAULTS["Max-Tokens"]), temperature=0.0,

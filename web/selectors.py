@@ -184,12 +184,17 @@ def transfer_errors(war: str | None, message_ids: Sequence[str]) -> dict[str, st
     return found
 
 
-def open_requests(*, user: AbstractBaseUser | None = None, petitioner: str | None = None) -> list[PetitionRequest]:
-    """Recent petitions of an account or address that have no final word yet (none decided, refunded or failed)."""
+def recent_requests(*, since: dt.timedelta, user: AbstractBaseUser | None = None,
+                    petitioner: str | None = None) -> QuerySet[PetitionRequest]:
+    """Petitions an account (or, without one, an address) sent through this site within `since`."""
+    recent = PetitionRequest.objects.filter(created_at__gte=timezone.now() - since)
+    return recent.filter(user=user) if user is not None else recent.filter(petitioner=petitioner)
+
+
+def open_requests(requests: Sequence[PetitionRequest]) -> list[PetitionRequest]:
+    """Those of the requests sent within PENDING_TIMEOUT that have no final word yet (not decided, refunded, failed)."""
     since = timezone.now() - PENDING_TIMEOUT
-    recent = PetitionRequest.objects.filter(created_at__gte=since)
-    recent = recent.filter(user=user) if user is not None else recent.filter(petitioner=petitioner)
-    requests = list(recent)
+    requests = [r for r in requests if r.created_at >= since]
     if not requests:
         return []
     final = set(
