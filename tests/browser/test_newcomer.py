@@ -79,6 +79,14 @@ def in_browser(drive: Callable[[Any], T]) -> T:
         return pool.submit(run).result()
 
 
+def _session(browser: Any) -> tuple[Any, Any, list[str]]:
+    """A fresh browser context (its own cookies), its page, and the JavaScript dialogs the page opens."""
+    context = browser.new_context()
+    context.set_default_timeout(STEP_TIMEOUT_MS)
+    page = context.new_page()
+    return context, page, _no_dialogs(page)
+
+
 def _no_dialogs(page: Any) -> list[str]:
     """Record any JavaScript dialog: escaped markup must never run."""
     opened: list[str] = []
@@ -131,10 +139,7 @@ def _newcomer_and_auditor(browser: Any, base: str) -> str:
     """The whole flow in the browser; returns the petition id."""
     from playwright.sync_api import expect
 
-    context = browser.new_context()
-    context.set_default_timeout(STEP_TIMEOUT_MS)
-    page = context.new_page()
-    dialogs = _no_dialogs(page)
+    context, page, dialogs = _session(browser)
 
     # Sign up: the account gets its own wallet and lands on its page.
     page.goto(f"{base}/signup/")
@@ -192,10 +197,7 @@ def _newcomer_and_auditor(browser: Any, base: str) -> str:
     context.close()
 
     # The admin logs in, opens the decision's audit trace and replays the Fed's log in a Celery task.
-    admin = browser.new_context()
-    admin.set_default_timeout(STEP_TIMEOUT_MS)
-    page = admin.new_page()
-    admin_dialogs = _no_dialogs(page)
+    admin, page, admin_dialogs = _session(browser)
     page.goto(f"{base}/login/")
     page.get_by_label("Username").fill("auditor")
     page.get_by_label("Password").fill(PASSWORD)
