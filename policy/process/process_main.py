@@ -132,13 +132,18 @@ def credit_notice(ctx: Context) -> None:
 def _refund(ctx: Context, config: dict[str, Any], record: dict[str, Any], reason: str) -> None:
     """Send the whole quantity back (wAR Transfer with Recipient) and tell the petitioner why."""
     sender, petition_id = record["sender"], record["id"]
-    ctx.send(config["War-Token"], {
-        "Action": "Transfer", "Recipient": sender, "Quantity": record["quantity"],
-        "X-Refund-For": petition_id, "X-Refund-Reason": reason,
-    })
+    _give_back(ctx, config, record, reason)
     ctx.send(sender, {"Action": "Petition-Refunded", "Petition-Id": petition_id, "Reason": reason}, reason)
     if reason != fedrules.DUPLICATE:  # never overwrite the petition that holds the id
         ctx.put(PETITION + petition_id, {**record, "status": REFUNDED, "refund_reason": reason})
+
+
+def _give_back(ctx: Context, config: dict[str, Any], petition: dict[str, Any], reason: str) -> None:
+    """Refund a petition's whole quantity: a wAR Transfer with Recipient (not Reality's Target tag)."""
+    ctx.send(config["War-Token"], {
+        "Action": "Transfer", "Recipient": petition["sender"], "Quantity": petition["quantity"],
+        "X-Refund-For": petition["id"], "X-Refund-Reason": reason,
+    })
 
 
 def _next_governor(ctx: Context, petition_id: str, governor: int) -> None:
@@ -214,10 +219,7 @@ def _fail(ctx: Context, config: dict[str, Any], petition: dict[str, Any], reason
             ctx.delete(LAST + sender)
         else:
             ctx.put(LAST + sender, previous)
-    ctx.send(config["War-Token"], {
-        "Action": "Transfer", "Recipient": sender, "Quantity": petition["quantity"],
-        "X-Refund-For": petition_id, "X-Refund-Reason": reason,
-    })
+    _give_back(ctx, config, petition, reason)
     ctx.send(sender, {"Action": "Petition-Failed", "Petition-Id": petition_id, "Reason": reason},
              canonical_json({"petition": petition_id, "reason": reason, "votes": petition["votes"]}))
 
@@ -290,11 +292,7 @@ def grant_error(ctx: Context) -> None:
     ctx.put(PETITION + petition_id, petition)
     ctx.put(GRANTED, str(max(0, _int(ctx, GRANTED) - amount)))
     ctx.put(f"{EPOCH}{epoch}", str(max(0, _int(ctx, f"{EPOCH}{epoch}") - amount)))
-    reason = f"the LLAMA ledger refused the grant: {error}"
-    ctx.send(config["War-Token"], {
-        "Action": "Transfer", "Recipient": petition["sender"], "Quantity": petition["quantity"],
-        "X-Refund-For": petition_id, "X-Refund-Reason": reason[:MAX_ERROR_CHARS],
-    })
+    _give_back(ctx, config, petition, f"the LLAMA ledger refused the grant: {error}"[:MAX_ERROR_CHARS])
 
 
 @refusing("Resume-Deliberation")
