@@ -17,7 +17,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
-from ao import evaluation, models, selectors, services
+from ao import models, selectors, services
+from ao.compute import reads
 from ao.effects import keys
 from ao.effects.embedded_store import chunk_by_weave_offset
 from ao.effects.graphql import execute as graphql_execute
@@ -282,9 +283,9 @@ def _process_param(request: HttpRequest) -> str:
 @require_GET
 @_handles_errors
 def cu_result(request: HttpRequest, message_id: str) -> HttpResponse:
-    """The result of one message (evaluating up to it if needed)."""
-    result = evaluation.cu_result(process_id=_process_param(request), message_id=message_id)
-    return JsonResponse(evaluation.result_json(result))
+    """The result of one message (waiting, within a deadline, for a worker to evaluate up to it)."""
+    result = reads.wait_for_result(process_id=_process_param(request), message_id=message_id)
+    return JsonResponse(reads.result_json(result))
 
 
 @require_GET
@@ -304,7 +305,7 @@ def cu_results(request: HttpRequest, process_id: str) -> HttpResponse:
     if end is not None:
         qs = qs.filter(nonce__lte=end) if sort == "ASC" else qs.filter(nonce__gte=end)
     rows = list(qs.order_by("nonce" if sort == "ASC" else "-nonce")[: limit + 1])
-    edges = [{"cursor": str(r.nonce), "node": evaluation.result_json(r)} for r in rows[:limit]]
+    edges = [{"cursor": str(r.nonce), "node": reads.result_json(r)} for r in rows[:limit]]
     return JsonResponse({"edges": edges, "pageInfo": {"hasNextPage": len(rows) > limit}})
 
 
@@ -313,13 +314,13 @@ def cu_results(request: HttpRequest, process_id: str) -> HttpResponse:
 @_handles_errors
 def cu_dry_run(request: HttpRequest) -> HttpResponse:
     """Evaluate an unsigned message against current state; nothing changes."""
-    body = request.read(evaluation.MAX_DRY_RUN_BYTES + 1)
-    if len(body) > evaluation.MAX_DRY_RUN_BYTES:
-        return _error(413, f"dry-run message over {evaluation.MAX_DRY_RUN_BYTES} bytes")
+    body = request.read(reads.MAX_DRY_RUN_BYTES + 1)
+    if len(body) > reads.MAX_DRY_RUN_BYTES:
+        return _error(413, f"dry-run message over {reads.MAX_DRY_RUN_BYTES} bytes")
     try:
         message = json.loads(body or b"{}")
     except json.JSONDecodeError as exc:
         return _error(400, f"body is not JSON: {exc}")
     if not isinstance(message, dict):
         return _error(400, "body must be a JSON message object")
-    return JsonResponse(evaluation.cu_dry_run(process_id=_process_param(request), message=message))
+    return JsonResponse(reads.dry_run(process_id=_process_param(request), message=message))

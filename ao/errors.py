@@ -1,4 +1,10 @@
-"""Every error the AO units raise to callers, in one hierarchy (HTTP status in `status`)."""
+"""Every error the AO units raise to callers, in one hierarchy (HTTP status in `status`).
+
+Two families matter to the compute unit. A message's own failure (a trap, running out of fuel, an
+invalid outbox) is a fact of the log: it becomes that message's ``Error`` result. A ``HostFault`` is a
+fact of this node (a store, disk, memory, database or wall-clock problem): it is never recorded, the
+batch is given back, the process is retried with backoff and, if the fault persists, shown as stalled.
+"""
 
 from __future__ import annotations
 
@@ -41,11 +47,47 @@ class WrongScheduler(AoError):
     status = 421
 
 
-class HostUnavailable(AoError):
-    """This node cannot do a message's host work right now (a store, file or memory fault).
+class HostFault(AoError):
+    """This node cannot evaluate a message right now; the cause is the node, not the log.
 
-    Never recorded as the message's result: the result would then depend on this node's health, and a
-    replay elsewhere would disagree. Evaluation stops, nothing is committed, and the task retries.
+    Never recorded as a result (a replay on a healthy node would disagree): evaluation stops, nothing of the
+    faulting message is committed, and the process is retried later.
     """
+
+    status = 503
+
+
+class HostUnavailable(HostFault):
+    """A store, file, memory or model-engine fault during a message's host work."""
+
+
+class WallClockExceeded(HostFault):
+    """A message ran past the compute unit's wall-clock safety limit (this machine is too slow or too busy)."""
+
+
+class EvaluationError(HostFault):
+    """The process cannot be evaluated on this node (its module is missing here, a gap in the log)."""
+
+
+class LeaseLost(AoError):
+    """Another worker took this process's lease while a batch was evaluated: the batch is discarded."""
+
+    status = 409
+
+
+class ProcessBusy(AoError):
+    """Another worker is evaluating this process."""
+
+    status = 503
+
+
+class NotEvaluable(AoError):
+    """No such message in the process's log."""
+
+    status = 404
+
+
+class NotYetEvaluated(AoError):
+    """The message is scheduled but its result is not ready within the wait (the process is busy or stalled)."""
 
     status = 503

@@ -125,22 +125,33 @@ class Assignment(models.Model):
 
 
 class Push(models.Model):
-    """An outbox message the messenger must deliver exactly once: keyed by (process, nonce, index)."""
+    """An outbox message the messenger must deliver exactly once: keyed by (process, nonce, index).
+
+    Every outbox message of a committed result is recorded, whatever its target. The signed item is built at
+    delivery (its id is fixed by (process, nonce, index): Ed25519 signatures are deterministic). A target that
+    is a process on this scheduler gets it in its log (delivered); any other target (a wallet, a process of
+    another scheduler) gets the item kept in this node's store, where GraphQL finds it by recipient (stored).
+    """
 
     class State(models.TextChoices):
         PENDING = "pending", "pending"
-        DELIVERED = "delivered", "delivered"
+        DELIVERED = "delivered", "delivered to the target's log"
+        STORED = "stored", "no process here: kept in the store for its recipient"
         FAILED = "failed", "failed"
 
     process = models.ForeignKey(Process, on_delete=models.PROTECT, related_name="pushes")
     nonce = models.BigIntegerField()
     index = models.PositiveIntegerField()
     target = models.CharField(max_length=43)
-    item_id = models.CharField(max_length=43, unique=True)
-    raw = models.BinaryField()
+    message = models.JSONField(null=True, help_text="the outbox message: {Target, Tags, Data}")
+    pushed_for = models.CharField(max_length=43, blank=True)
+    item_id = models.CharField(max_length=43, unique=True, null=True)
+    raw = models.BinaryField(null=True, help_text="the signed item, once built")
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
+    claimed_by = models.CharField(max_length=64, blank=True)
+    claimed_until = models.DateTimeField(null=True)
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True)
 
@@ -153,11 +164,26 @@ class Push(models.Model):
 
 
 class Evaluation(models.Model):
-    """The compute unit's cursor over a process's log: what has been evaluated, and the state hash."""
+    """The compute unit's cursor over a process's log, and its control: lease, queue, faults.
+
+    ``next_nonce``/``state_hash``/``window_start`` are facts of the log (what has been evaluated). The rest is
+    this node's bookkeeping: who holds the evaluation lease, whether an evaluation or delivery task is queued
+    (at most one of each per process), and the last host fault with its retry schedule.
+    """
 
     process = models.OneToOneField(Process, primary_key=True, on_delete=models.PROTECT, related_name="evaluation")
     next_nonce = models.BigIntegerField(default=0)
     state_hash = models.CharField(max_length=64)
+    window_start = models.BigIntegerField(default=0, help_text="where the instance window of next_nonce began")
+    lease_holder = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True)
+    queued_at = models.DateTimeField(null=True, help_text="an evaluation task is queued since")
+    delivery_queued_at = models.DateTimeField(null=True, help_text="a delivery task is queued since")
+    fault = models.TextField(blank=True, help_text="the last host fault, until a batch commits")
+    fault_count = models.PositiveIntegerField(default=0)
+    fault_at = models.DateTimeField(null=True)
+    retry_at = models.DateTimeField(null=True)
+    stalled_at = models.DateTimeField(null=True, help_text="set once the fault outlasted the retries")
     updated_at = models.DateTimeField(auto_now=True)
 
 
@@ -183,6 +209,7 @@ class Result(models.Model):
     gas_used = models.BigIntegerField()
     state_hash = models.CharField(max_length=64)
     logs = models.JSONField(default=list)
+    undo = models.JSONField(null=True, help_text="values the message overwrote (key: previous value or null)")
     evaluated_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -7,7 +7,7 @@ finds nothing to do.
 
 from __future__ import annotations
 
-from ao import evaluation, services
+from ao.compute import batch, pushes
 from ao.errors import AoError
 
 MAX_ROUNDS = 40
@@ -20,12 +20,13 @@ class NodeBusy(AoError):
 
 
 def node_settle(*, max_rounds: int = MAX_ROUNDS) -> int:
-    """Evaluate and deliver until a round does nothing; return the messages evaluated."""
+    """Evaluate and deliver until a round does nothing; return the messages evaluated. A host fault is raised."""
     evaluated = 0
     for _ in range(max_rounds):
-        pending = evaluation.processes_with_pending_messages()
+        pending = batch.processes_with_pending_messages()
         for process_id in pending:
-            evaluated += evaluation.cu_evaluate_pending(process_id=process_id)
-        if not services.mu_deliver_pending() and not pending:
+            evaluated += batch.evaluate_pending(process_id=process_id)
+        delivered = pushes.deliver_pending()
+        if not (delivered.delivered or delivered.stored or delivered.retrying) and not pending:
             return evaluated
     raise NodeBusy(f"still busy after {max_rounds} rounds of evaluation and delivery")

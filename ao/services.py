@@ -1,4 +1,7 @@
-"""Every write of the AO units: scheduling (SU), submission and exactly-once delivery (MU)."""
+"""Every write of the SU and the MU's intake: scheduling items into process logs, node keys, attestations.
+
+The compute unit's writes (evaluation, pushes and their delivery) live in ``ao.compute``.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,6 @@ from collections.abc import Sequence
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
-from django.utils import timezone
 
 from ao import models
 from ao.effects import keys
@@ -19,12 +20,10 @@ from ao.errors import AoError, BadSignature, DuplicateMessage, InvalidMessage, U
 from ao.permaweb import dataitem
 from ao.permaweb.store import Duplicate
 from ao.permaweb.wallet import Ed25519Key
-from ao.units import mu, su
+from ao import dispatch
+from ao.units import cu, su
 
 log = logging.getLogger(__name__)
-
-MAX_PUSH_ATTEMPTS = 5
-
 
 def _parse_verified(raw: bytes) -> dataitem.DataItem:
     """Parse and verify a submitted item, mapping store errors to the units' errors."""
@@ -54,7 +53,7 @@ def su_assign(*, item: dataitem.DataItem, schedulable: su.Schedulable) -> models
             if not schedulable.is_spawn:
                 process = models.Process.objects.select_for_update().filter(id=schedulable.process_id).first()
             assignment = _assign_locked(item, schedulable, process, key, latest)
-            transaction.on_commit(lambda: _request_evaluation(assignment.process_id), robust=True)
+            dispatch.request_evaluation(assignment.process_id)
             return assignment
     except Duplicate as exc:
         raise DuplicateMessage(str(exc)) from exc
@@ -70,13 +69,26 @@ def su_schedule_batch(*, raws: Sequence[bytes]) -> list[models.Assignment | AoEr
     Each item succeeds or fails on its own; the list answers item by item. If a concurrent writer
     stores one of the items first, the batch falls back to one savepoint per item.
     """
+    out: list[models.Assignment | AoError | None] = []
+    items: list[dataitem.DataItem] = []
+    for raw in raws:
+        try:
+            items.append(_parse_verified(raw))
+            out.append(None)
+        except AoError as exc:
+            out.append(exc)
+    assigned = iter(su_assign_items(items=items))
+    return [o if o is not None else next(assigned) for o in out]
+
+
+def su_assign_items(*, items: Sequence[dataitem.DataItem]) -> list[models.Assignment | AoError]:
+    """Schedule verified items (the messenger's own pushes, or items verified by the caller), answering item by item."""
     key = keys.scheduler_key()
     out: list[models.Assignment | AoError | None] = []
     todo: list[tuple[int, dataitem.DataItem, su.Schedulable]] = []
     seen: set[str] = set()
-    for raw in raws:
+    for item in items:
         try:
-            item = _parse_verified(raw)
             schedulable = su.classify(item)
             if item.id in seen:
                 raise DuplicateMessage(f"message {item.id} appears twice in the batch")
@@ -85,15 +97,15 @@ def su_schedule_batch(*, raws: Sequence[bytes]) -> list[models.Assignment | AoEr
             out.append(None)
         except AoError as exc:
             out.append(exc)
-    try:
-        with transaction.atomic():
-            _bulk_assign(todo, out, key)
-    except IntegrityError:
-        out = [o if isinstance(o, AoError) else None for o in out]
-        with transaction.atomic():
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                _bulk_assign(todo, out, key)
+        except IntegrityError:
+            out = [o if isinstance(o, AoError) else None for o in out]
             _assign_one_by_one(todo, out, key)
-    for process_id in sorted({a.process_id for a in out if isinstance(a, models.Assignment)}):
-        transaction.on_commit(lambda pid=process_id: _request_evaluation(pid), robust=True)
+        for process_id in sorted({a.process_id for a in out if isinstance(a, models.Assignment)}):
+            dispatch.request_evaluation(process_id)
     return [o for o in out if o is not None]
 
 
@@ -133,6 +145,7 @@ def _bulk_assign(
     entries = [store.entry_for(item, block=latest) for _, item, _ in accepted]
     models.Entry.objects.bulk_create(entries)
     models.Process.objects.bulk_create(new_processes)
+    models.Evaluation.objects.bulk_create(_new_cursor(p.id) for p in new_processes)
     models.EntryTag.objects.bulk_create(
         models.EntryTag(entry=entry, position=i, name=name, value=value)
         for entry, (_, item, _) in zip(entries, accepted)
@@ -189,6 +202,7 @@ def _assign_locked(
         process = models.Process.objects.create(
             id=item.id, owner_address=item.owner_address, module=item.tag("Module") or "", scheduler=key.address
         )
+        _new_cursor(process.id).save(force_insert=True)
     else:
         if process is None:
             raise UnknownProcess(f"no process {schedulable.process_id} on this scheduler")
@@ -196,11 +210,9 @@ def _assign_locked(
     return _append(process, entry, key, latest_block or 0)
 
 
-def _request_evaluation(process_id: str) -> None:
-    """Ask a compute unit worker to evaluate the process (after the scheduling commit)."""
-    from ao import tasks  # tasks imports this module
-
-    tasks.evaluate.delay(process_id)
+def _new_cursor(process_id: str) -> models.Evaluation:
+    """The compute unit's cursor of a new process: made with its spawn, so work requests can mark it."""
+    return models.Evaluation(process_id=process_id, next_nonce=0, state_hash=cu.GENESIS_STATE_HASH)
 
 
 def _append(process: models.Process, entry: models.Entry, key: Ed25519Key, height: int) -> models.Assignment:
@@ -248,78 +260,6 @@ def _next_slot(process: models.Process, entry: models.Entry, key: Ed25519Key, he
 def mu_submit(*, raw: bytes) -> models.Assignment:
     """The messenger's intake: a signed item from a user goes to this node's scheduler."""
     return su_schedule(raw=raw)
-
-
-def mu_record_outbox(
-    *, process_id: str, nonce: int, messages: Sequence[mu.OutboxMessage]
-) -> list[models.Push]:
-    """Record the outbox of one evaluated message as pushes; recording twice changes nothing."""
-    assignment = (
-        models.Assignment.objects.select_related("process", "message").filter(process_id=process_id, nonce=nonce).first()
-    )
-    if assignment is None:
-        raise UnknownProcess(f"process {process_id} has no message at nonce {nonce}")
-    source = dataitem.parse(bytes(assignment.message.raw))
-    trusted = source.owner_address == keys.messenger_key().address
-    root = mu.pushed_for(source.tags, source.id, trusted)
-    signer = keys.messenger_key()
-    pushes = []
-    with transaction.atomic():
-        for index, message in enumerate(messages):
-            item = mu.build_push(
-                signer,
-                process_id=process_id,
-                module_id=assignment.process.module,
-                nonce=nonce,
-                index=index,
-                pushed_for=root,
-                message=message,
-            )
-            push, _ = models.Push.objects.get_or_create(
-                process_id=process_id,
-                nonce=nonce,
-                index=index,
-                defaults={"target": message.target, "item_id": item.id, "raw": item.serialize()},
-            )
-            pushes.append(push)
-    return pushes
-
-
-def mu_deliver_pending(*, process_id: str | None = None, limit: int = 1000) -> int:
-    """Hand pending pushes to their targets' scheduler in (process, nonce, index) order; return how many landed."""
-    pending = models.Push.objects.filter(state=models.Push.State.PENDING)
-    if process_id is not None:
-        pending = pending.filter(process_id=process_id)
-    delivered = 0
-    for push_id in pending.order_by("process_id", "nonce", "index").values_list("id", flat=True)[:limit]:
-        if _deliver_one(push_id):
-            delivered += 1
-    return delivered
-
-
-def _deliver_one(push_id: int) -> bool:
-    """Deliver one push; a duplicate at the scheduler means an earlier attempt already landed."""
-    claimed = models.Push.objects.filter(id=push_id, state=models.Push.State.PENDING).update(
-        attempts=F("attempts") + 1
-    )
-    if not claimed:
-        return False
-    push = models.Push.objects.get(id=push_id)
-    error = ""
-    try:
-        su_schedule(raw=bytes(push.raw))
-    except DuplicateMessage:
-        log.info("push %s was already scheduled; marking it delivered", push.item_id)
-    except (UnknownProcess, InvalidMessage, WrongScheduler) as exc:
-        error = str(exc)
-    if error:
-        state = models.Push.State.FAILED if push.attempts >= MAX_PUSH_ATTEMPTS else models.Push.State.PENDING
-        models.Push.objects.filter(id=push_id).update(state=state, error=error)
-        return False
-    models.Push.objects.filter(id=push_id).update(
-        state=models.Push.State.DELIVERED, delivered_at=timezone.now(), error=""
-    )
-    return True
 
 
 SCHEDULER_LOCATION_TTL_MS = 7 * 24 * 3600 * 1000

@@ -1,4 +1,9 @@
-"""Celery entry points of the AO units: thin, idempotent, taking ids."""
+"""Celery entry points of the AO units: thin, idempotent, taking ids.
+
+Every task here is safe to run twice and on many workers at once (leases, claims and compare-and-set on
+the cursor), so each acknowledges late and is given back to the broker when its worker dies. What a broker
+loses anyway is found again by the sweeper, which reads the database.
+"""
 
 from __future__ import annotations
 
@@ -6,60 +11,43 @@ import logging
 
 from celery import shared_task
 from celery.signals import worker_ready
-from django.db import OperationalError
 
-from ao import evaluation, services
-from ao.errors import HostUnavailable
-from ao.permaweb.store import StoreUnavailable
+from ao import dispatch
+from ao.compute import batch, pushes, sweep
 
 log = logging.getLogger(__name__)
 
-BUSY_RETRY_S = 2
-BUSY_MAX_RETRIES = 300
+IDEMPOTENT = {"acks_late": True, "reject_on_worker_lost": True}
 
 
-@shared_task(
-    name="ao.deliver_pushes",
-    acks_late=True,
-    autoretry_for=(StoreUnavailable, OperationalError),
-    retry_backoff=True,
-    max_retries=5,
-)
+@shared_task(name=dispatch.EVALUATE_TASK, **IDEMPOTENT)
+def evaluate(process_id: str) -> int:
+    """Evaluate a process's pending messages in order for a while; host faults are kept on the process, not raised."""
+    report = batch.evaluate_process(process_id=process_id)
+    if report.fault:
+        log.warning("process %s: %s", process_id, report.fault)
+    return report.evaluated
+
+
+@shared_task(name=dispatch.DELIVER_TASK, **IDEMPOTENT)
 def deliver_pushes(process_id: str | None = None) -> int:
-    """Deliver pending outbox pushes (of one process, or all); safe to run twice."""
-    return services.mu_deliver_pending(process_id=process_id)
+    """Deliver the pending pushes of one process (or all); asks for another run if it stopped at its limit."""
+    if process_id is not None:
+        dispatch.delivery_started(process_id)
+    report = pushes.deliver_pending(process_id=process_id)
+    if report.more and process_id is not None:
+        dispatch.request_delivery(process_id)
+    return report.delivered + report.stored
 
 
-@shared_task(
-    bind=True,
-    name="ao.evaluate",
-    acks_late=True,
-    autoretry_for=(StoreUnavailable, HostUnavailable, OperationalError),
-    retry_backoff=True,
-    max_retries=8,
-)
-def evaluate(self, process_id: str) -> int:  # type: ignore[no-untyped-def]
-    """Evaluate a process's pending messages in order; safe to run twice, and on many workers."""
-    try:
-        return evaluation.cu_evaluate_pending(process_id=process_id)
-    except evaluation.ProcessBusy as exc:
-        # Another worker holds the process; its run may end before seeing our message.
-        raise self.retry(exc=exc, countdown=BUSY_RETRY_S, max_retries=BUSY_MAX_RETRIES) from exc
-    except evaluation.EvaluationError as exc:
-        log.warning("process %s cannot be evaluated: %s", process_id, exc)
-        return 0
-
-
-@shared_task(name="ao.evaluate_all_pending", acks_late=True)
-def evaluate_all_pending() -> int:
-    """Queue evaluation for every process with unevaluated messages (run when a worker starts)."""
-    ids = evaluation.processes_with_pending_messages()
-    for process_id in ids:
-        evaluate.delay(process_id)
-    return len(ids)
+@shared_task(name="ao.sweep", **IDEMPOTENT)
+def sweep_lost_work() -> int:
+    """Re-queue evaluation and delivery that a broker outage or a killed worker lost (periodic, and on start)."""
+    report = sweep.sweep()
+    return len(report.evaluations) + len(report.deliveries)
 
 
 @worker_ready.connect
 def _recover_on_start(**_: object) -> None:
     """After a crash nothing else remembers unfinished work: look for it when a worker comes up."""
-    evaluate_all_pending.delay()
+    sweep_lost_work.delay()

@@ -4,8 +4,8 @@ A fresh compute-unit runtime (no warm instances) evaluates every scheduled messa
 against in-memory state that starts empty (for a core memory64 process: a fresh instance,
 whose memory is compared with every recorded checkpoint), after checking each assignment's signature and
 hash-chain link. The first difference from what the compute unit recorded is reported with
-its nonce. GasUsed is not compared: fuel counts the interpreter's work, which depends on
-how warm its caches are, and is a meter, not part of the result.
+its nonce. GasUsed is compared too: instances are fresh exactly where the instance-window rule says
+(``ao.compute.context``), so the fuel a message uses is a function of the log.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from pathlib import Path
 
 from django.conf import settings
 
-from ao import evaluation, models
+from ao import models
+from ao.compute.context import process_context
+from ao.compute.message import evaluate_core_message, evaluate_message, load_module
 from ao.effects.core64 import CoreModuleRuntime, CoreProcess
 from ao.modules import CORE64_FORMAT
 from ao.effects.compute import fresh_component_runtime
@@ -57,7 +59,7 @@ def verify_process(*, process_id: str, progress: Callable[[int, int], None] | No
     """Replay the process's evaluated messages; stop at the first divergence."""
     started = time.perf_counter()
     runtime = fresh_component_runtime()
-    pctx = evaluation.process_context(process_id)
+    pctx = process_context(process_id)
     scheduler = models.Process.objects.values_list("scheduler", flat=True).get(id=process_id)
     total = models.Result.objects.filter(process_id=process_id).count()
     state = MemoryState()
@@ -66,7 +68,7 @@ def verify_process(*, process_id: str, progress: Callable[[int, int], None] | No
     if pctx.module_format == CORE64_FORMAT:
         core = CoreProcess.create(
             CoreModuleRuntime(cache_dir=Path(settings.AO["BUILD_CACHE"]) / "core64"),
-            evaluation._module_bytes(pctx.module_id),
+            load_module(pctx.module_id),
             memory_limit_bytes=pctx.memory_limit,
         )
         checkpoints = dict(models.Checkpoint.objects.filter(process_id=process_id).values_list("nonce", "sha256"))
@@ -74,6 +76,7 @@ def verify_process(*, process_id: str, progress: Callable[[int, int], None] | No
     expected_chain = su.first_hash_chain(process_id)
     checked = 0
     instance_key = f"verify/{process_id}"
+    window_start = 0
 
     def report(divergence: Divergence | None) -> VerifyReport:
         return VerifyReport(process_id, checked, divergence, time.perf_counter() - started)
@@ -101,16 +104,20 @@ def verify_process(*, process_id: str, progress: Callable[[int, int], None] | No
                 return report(Divergence(nonce, "hash chain", assignment.hash_chain, expected_chain))
             expected_chain = su.next_hash_chain(assignment.id, assignment.hash_chain)
             if core is None:
-                replayed = evaluation.evaluate_message(runtime, pctx, state, assignment, state_hash,
-                                                       instance_key=instance_key)  # type: ignore[arg-type]
+                replayed = evaluate_message(runtime, pctx, state, assignment, state_hash, instance_key=instance_key,
+                                            fresh=nonce == window_start)
+                if replayed.error or (nonce + 1) % pctx.window == 0:
+                    window_start = nonce + 1
             else:
-                replayed = evaluation.evaluate_core_message(core, pctx, assignment, state_hash)
+                replayed = evaluate_core_message(core, pctx, assignment, state_hash)
             recorded = results[nonce]
             if replayed.body != recorded.body:
                 return report(Divergence(nonce, "result", cu.canonical(recorded.body).decode()[:2000],
                                          cu.canonical(replayed.body).decode()[:2000]))
             if replayed.state_hash != recorded.state_hash:
                 return report(Divergence(nonce, "state hash", recorded.state_hash, replayed.state_hash))
+            if replayed.gas_used != recorded.gas_used:
+                return report(Divergence(nonce, "gas used", str(recorded.gas_used), str(replayed.gas_used)))
             if core is not None and nonce in checkpoints:
                 memory = core.take_snapshot().sha256()
                 if memory != checkpoints[nonce]:

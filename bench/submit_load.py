@@ -115,7 +115,8 @@ def _message(signer: Any, target: str, action: str, tags: list[tuple[str, str]])
 
 def _build(*, petitioners: int, baseline: int) -> dict[str, Any]:
     """Ledgers, the default model and the Fed; funded petitioners; every request body, signed."""
-    from ao import evaluation, models, services
+    from ao import models, services
+    from ao.compute import batch
     from ao.effects import keys
     from ao.node import node_settle
     from ao.permaweb.wallet import Ed25519Key
@@ -132,7 +133,7 @@ def _build(*, petitioners: int, baseline: int) -> dict[str, Any]:
              for u in users]
     for start in range(0, len(mints), 500):
         services.su_schedule_batch(raws=mints[start:start + 500])
-    evaluation.cu_evaluate_pending(process_id=war)
+    batch.evaluate_pending(process_id=war)
     texts = [p["text"] for p in json.loads(PETITION_FILE.read_text()) if p["kind"] in ("sincere", "useful-work")]
     petitions = [_message(u, war, "Transfer", [("Recipient", fed.process_id), ("Quantity", str(offering)),
                                               ("X-Petition", texts[i % len(texts)]), ("X-Sender-Name", f"bench{i}")])

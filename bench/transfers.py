@@ -42,7 +42,7 @@ def main() -> None:
             ("Data-Protocol", "ao"), ("Variant", su.VARIANT), ("Type", "Message"), *tags]).serialize()
 
     services.su_schedule(raw=message([("Action", "Mint"), ("Quantity", str(10**15))]))
-    evaluation.cu_evaluate_pending(process_id=pid)  # warm: compile (cached), instance, spawn, mint
+    batch.evaluate_pending(process_id=pid)  # warm: compile (cached), instance, spawn, mint
     recipients = [Ed25519Key.generate().address for _ in range(50)]
     # Users sign their own messages: signing is not part of the unit's work.
     raws = [message([("Action", "Transfer"), ("Recipient", recipients[i % 50]), ("Quantity", "1")]) for i in range(N)]
@@ -73,7 +73,7 @@ def main() -> None:
     services.su_schedule(raw=spawn2.serialize())
     pid = spawn2.id
     services.su_schedule(raw=message([("Action", "Mint"), ("Quantity", str(10**15))]))
-    evaluation.cu_evaluate_pending(process_id=pid)
+    batch.evaluate_pending(process_id=pid)
     raws = [message([("Action", "Transfer"), ("Recipient", recipients[i % 50]), ("Quantity", "1")]) for i in range(N)]
 
     t0 = time.perf_counter()
@@ -85,7 +85,7 @@ def main() -> None:
         for raw in raws:
             services.su_schedule(raw=raw)
     t1 = time.perf_counter()
-    evaluated = evaluation.cu_evaluate_pending(process_id=pid)
+    evaluated = batch.evaluate_pending(process_id=pid)
     t2 = time.perf_counter()
     assert evaluated == N, evaluated
 
@@ -166,7 +166,7 @@ def evaluate_until(pid: str, total: int) -> None:
     from ao import evaluation, models
 
     while models.Result.objects.filter(process_id=pid).count() < total:
-        if evaluation.cu_evaluate_pending(process_id=pid) == 0:
+        if batch.evaluate_pending(process_id=pid) == 0:
             time.sleep(0.005)
 
 

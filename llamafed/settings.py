@@ -159,7 +159,18 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_ACKS_LATE = False
+CELERY_TASK_ACKS_LATE = False  # the idempotent tasks (ao.tasks) ack late and are rejected when their worker dies
+# The database is the truth about pending work; the sweeper re-queues what the broker lost. Beat runs it (the
+# worker is started with -B by scripts/run), and every worker runs it once when it starts.
+SWEEP_S = env_int("AO_SWEEP_S", 10)
+CELERY_BEAT_SCHEDULE = {
+    "ao-sweep": {"task": "ao.sweep", "schedule": float(SWEEP_S)},
+    "web-project": {"task": "web.project", "schedule": float(max(SWEEP_S, 30))},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# Keep trying when the broker is away at start-up or during work, instead of giving up.
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 
 # AO units. Keys are files under DATA_DIR/keys unless overridden; `manage.py ao init`
 # creates any that are missing.

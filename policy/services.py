@@ -36,7 +36,9 @@ class FedBootstrapError(AoError):
 
 def fed_module_id() -> str:
     """Build (cached by source digest) and publish the Fed module; return its id."""
-    return modules.publish_module(modules.build_component(MODULE_SOURCE), name=MODULE_NAME)
+    # The module's own limit is what any process on it may use at most; a spawn can only lower it.
+    return modules.publish_module(modules.build_component(MODULE_SOURCE), name=MODULE_NAME,
+                                  extra_tags=[("Compute-Limit", str(COMPUTE_LIMIT))])
 
 
 def fed_spawn_tags(*, module_id: str, war: str, llama: str, model_tx: str,

@@ -14,6 +14,7 @@ from tests import factories
 ROOT = Path(__file__).resolve().parent.parent
 LEDGER_SOURCE = ROOT / "ledger" / "process"
 PROBE_SOURCE = ROOT / "tests" / "ao" / "modules" / "probe"
+PROBE_COMPUTE_LIMIT = 100_000_000_000
 
 
 @pytest.fixture(scope="session")
@@ -71,4 +72,5 @@ def probe_module(db: None, node_keys: None, probe_wasm: bytes) -> str:
     """The probe module published in this test's store."""
     from ao import modules
 
-    return modules.publish_module(probe_wasm, name="probe")
+    # Its tests spawn with their own lower limits; the loop tests need room to spin for seconds.
+    return modules.publish_module(probe_wasm, name="probe", extra_tags=[("Compute-Limit", str(PROBE_COMPUTE_LIMIT))])

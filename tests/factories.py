@@ -43,3 +43,23 @@ def message_item(
 def user_key() -> Ed25519Key:
     """A fresh user key (Ed25519: fast to make; RSA wallets are covered by the permaweb tests)."""
     return Ed25519Key.generate()
+
+
+def record_outbox(process_id: str, nonce: int, messages: Sequence[object]) -> list[object]:
+    """Record pushes as a committed result of message `nonce` with this outbox would (its Push rows, by index)."""
+    from django.db import transaction
+
+    from ao import models
+    from ao.compute import pushes
+    from ao.compute.message import Evaluated
+    from ao.units import mu
+
+    assignment = models.Assignment.objects.select_related("message").get(process_id=process_id, nonce=nonce)
+    item = dataitem.parse(bytes(assignment.message.raw))
+    outbox = tuple(m if isinstance(m, mu.OutboxMessage) else mu.OutboxMessage.from_json(m) for m in messages)
+    root = mu.pushed_for(item.tags, item.id, item.owner_address == keys.messenger_key().address)
+    evaluated = Evaluated(nonce=nonce, message_id=item.id, body={}, error="", gas_used=0, state_hash="", logs=(),
+                          outbox=outbox, pushed_for=root)
+    with transaction.atomic():
+        pushes.record(process_id=process_id, results=[evaluated])
+    return list(models.Push.objects.filter(process_id=process_id, nonce=nonce).order_by("index"))

@@ -35,7 +35,7 @@ def test_worker_delivers_pushes_sent_through_the_broker(node_keys: None, real_br
     services.su_schedule(raw=target.serialize())
     nonce = services.su_schedule(raw=factories.message_item(owner, source.id).serialize()).nonce
     outbox = [mu.OutboxMessage(target=target.id, tags=(("Action", "Hi"),), data=b"") for _ in range(3)]
-    services.mu_record_outbox(process_id=source.id, nonce=nonce, messages=outbox)
+    factories.record_outbox(source.id, nonce, outbox)
     log = tmp_path / "worker.log"
     worker = workers.start_worker(real_broker, log)
     try:

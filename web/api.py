@@ -23,7 +23,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from web import projection, selectors, services
+from web import selectors, services
 from web.errors import InvalidInput, RateLimited, WebError
 from web.forms import ADDRESS_VALIDATOR
 from web.models import MAX_NAME_CHARS, MAX_PETITION_CHARS, Grant, Petition, PetitionRequest, Vote
@@ -229,7 +229,6 @@ class PetitionsView(_WriteView, generics.ListAPIView):
         return [IsAuthenticated()] if self.request.method == "POST" else [AllowAny()]
 
     def get_queryset(self) -> QuerySet[Petition]:
-        projection.catch_up()
         return selectors.petitions(petitioner=self.request.query_params.get("petitioner")).prefetch_related("votes")
 
     @extend_schema(request=PetitionSubmitSerializer,
@@ -270,7 +269,6 @@ class PetitionView(APIView):
     @extend_schema(responses={200: PetitionStatusSerializer, 404: ERROR})
     def get(self, request: Request, petition_id: str) -> Response:
         """A petition's status and record."""
-        projection.catch_up()
         found = selectors.petition_status(petition_id)
         if found is None:
             raise Http404("no petition with this id")
@@ -284,7 +282,6 @@ class GrantsView(generics.ListAPIView):
     pagination_class = Pagination
 
     def get_queryset(self) -> QuerySet[Grant]:
-        projection.catch_up()
         return Grant.objects.order_by("-decided_at", "petition_id")
 
 
@@ -308,7 +305,6 @@ class SupplyView(APIView):
     @extend_schema(responses={200: SupplySerializer})
     def get(self, request: Request) -> Response:
         """Supply, cap and grants."""
-        projection.catch_up()
         return Response(SupplySerializer(selectors.llama_supply()).data)
 
 

@@ -8,3 +8,10 @@ class WebConfig(AppConfig):
 
     name = "web"
     verbose_name = "Llama Fed site"
+
+    def ready(self) -> None:
+        """The read models follow the Fed's log as the compute unit commits it (ao knows nothing of them)."""
+        from ao.dispatch import results_committed
+        from web import projection
+
+        results_committed.connect(projection.follow, dispatch_uid="web.projection.follow")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from django.db import OperationalError, transaction
+from django.db import transaction
 
 from ao import models as ao_models
 from ao.effects import keys
@@ -57,16 +57,12 @@ def project_fed(*, fed_process_id: str) -> int:
     return applied
 
 
-def catch_up() -> int:
-    """Project the running Fed before a page renders: cheap when nothing is new, skipped on a busy database."""
+def follow(sender: object = None, *, process_id: str, **_: object) -> int:
+    """Project right after the worker commits results of the Fed or its wAR ledger (ao's results_committed)."""
     fed = selectors.fed_process_id()
-    if fed is None:
+    if fed is None or process_id not in (fed, _war_of(fed)):
         return 0
-    try:
-        return project_fed(fed_process_id=fed)
-    except OperationalError as exc:  # e.g. SQLite busy during a long evaluation
-        log.warning("projection skipped for this request: %s", exc)
-        return 0
+    return project_fed(fed_process_id=fed)
 
 
 def rebuild(*, fed_process_id: str | None) -> int:

@@ -17,6 +17,7 @@ from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from ao import models as ao_models
+from ao.compute import health
 from web.formatting import format_amount
 from web.models import CustodialWallet, FaucetDrip, Grant, LinkedAddress, Petition, PetitionRequest, Vote
 
@@ -38,6 +39,12 @@ def fed_process_id() -> str | None:
     from policy.models import Fed  # imported late: the policy app is optional for the site
     fed = Fed.objects.order_by("id").only("process_id").first()
     return fed.process_id if fed is not None else None
+
+
+def fed_health() -> health.ProcessHealth | None:
+    """How the compute unit stands with the Fed (stalled, retrying, evaluating...), or None without a Fed."""
+    fed = fed_process_id()
+    return health.process_health(fed) if fed else None
 
 
 def token_process_id(ticker: str) -> str | None:

@@ -28,7 +28,7 @@ from ao.permaweb.b64 import B64Error, b64url_decode
 from ao.permaweb.wallet import ARWEAVE_SIGNATURE_TYPE, SCHEMES, Wallet, WalletError, address_of
 from ao.permaweb.wallet import verify as verify_signature
 from ao.units import su
-from web import crypto, projection, selectors
+from web import crypto, selectors
 from web.errors import (
     FaucetDisabled,
     InsufficientBalance,
@@ -259,13 +259,6 @@ def _running_fed() -> selectors.FedParams:
     return params
 
 
-def _catch_up(*, user: AbstractBaseUser | None, petitioner: str, params: selectors.FedParams) -> None:
-    """Project the Fed's newest results if this sender has a petition in flight (a just-decided one must not count
-    as open); a first-time sender, the common case under load, costs one query."""
-    if selectors.recent_requests(since=selectors.PENDING_TIMEOUT, user=user, petitioner=petitioner).exists():
-        projection.project_fed(fed_process_id=params.process_id)
-
-
 def _check_petition_limits(*, user: AbstractBaseUser | None, petitioner: str, params: selectors.FedParams) -> None:
     """Refuse a petition the account or address may not send now, saying when it may."""
     recent = list(selectors.recent_requests(since=PETITION_WINDOW, user=user, petitioner=petitioner))
@@ -297,7 +290,6 @@ def petition_submit(
             f"a petition carries {format_amount(params.offering)} wAR and your balance is {format_amount(have)} wAR; "
             f"get demo wAR from the faucet on your account page"
         )
-    _catch_up(user=user, petitioner=row.address, params=params)
     wallet = _open_wallet(row)
     item = dataitem.create_data_item(
         wallet, b"",
@@ -347,7 +339,6 @@ def petition_submit_signed(*, raw: bytes) -> PetitionRequest:
         raise InsufficientBalance(
             f"{petitioner} holds {format_amount(have)} wAR; a petition carries {format_amount(params.offering)} wAR"
         )
-    _catch_up(user=user, petitioner=petitioner, params=params)
     with transaction.atomic():
         _check_petition_limits(user=user, petitioner=petitioner, params=params)
         _submit(bytes(raw))

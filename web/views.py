@@ -16,7 +16,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
-from web import charts, forms, projection, selectors, services
+from web import charts, forms, selectors, services
 from web.errors import InvalidInput, LinkRefused, WebError
 
 POLL_SECONDS = 2
@@ -39,9 +39,9 @@ def staff_only(view: View) -> View:
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     """What the Fed is, its supply and the latest grants."""
-    projection.catch_up()
     return render(request, "web/home.html", {
         "fed": selectors.fed_params(), "supply": selectors.llama_supply(), "grants": selectors.latest_grants(),
+        "health": selectors.fed_health(),
     })
 
 
@@ -64,7 +64,6 @@ def signup(request: HttpRequest) -> HttpResponse:
 @require_GET
 def account(request: HttpRequest) -> HttpResponse:
     """The account: its address, balances, faucet, wallet download, linked addresses, petitions."""
-    projection.catch_up()
     wallet = selectors.wallet_of(request.user)
     requests = selectors.requests_of(request.user)
     statuses = {r.message_id: selectors.petition_status(r.message_id) for r in requests}
@@ -159,7 +158,6 @@ def petition_new(request: HttpRequest) -> HttpResponse:
 
 
 def _status_or_404(petition_id: str) -> selectors.PetitionStatus:
-    projection.catch_up()
     status = selectors.petition_status(petition_id)
     if status is None:
         raise Http404("no petition with this id")
@@ -170,14 +168,16 @@ def _status_or_404(petition_id: str) -> selectors.PetitionStatus:
 def petition_detail(request: HttpRequest, petition_id: str) -> HttpResponse:
     """A petition's live status: each step as it happens (the status region polls every 2 s until final)."""
     status = _status_or_404(petition_id)
-    return render(request, "web/petition.html", {"status": status, "poll_seconds": POLL_SECONDS})
+    return render(request, "web/petition.html", {"status": status, "poll_seconds": POLL_SECONDS,
+                                                 "health": selectors.fed_health()})
 
 
 @require_GET
 def petition_status(request: HttpRequest, petition_id: str) -> HttpResponse:
     """The status region alone, for htmx polling; HTTP 286 tells htmx to stop once the petition is final."""
     status = _status_or_404(petition_id)
-    response = render(request, "web/_petition_status.html", {"status": status, "poll_seconds": POLL_SECONDS})
+    response = render(request, "web/_petition_status.html", {"status": status, "poll_seconds": POLL_SECONDS,
+                                                             "health": selectors.fed_health()})
     if status.is_final and request.htmx:
         response.status_code = HTMX_STOP_POLLING
     return response
@@ -193,14 +193,12 @@ def petition_decision(request: HttpRequest, petition_id: str) -> HttpResponse:
 @require_GET
 def grants(request: HttpRequest) -> HttpResponse:
     """Every grant, newest first."""
-    projection.catch_up()
     return render(request, "web/grants.html", {"page": selectors.grants_page(request.GET.get("page"))})
 
 
 @require_GET
 def supply(request: HttpRequest) -> HttpResponse:
     """LLAMA's supply and the grants over time, as a server-drawn SVG chart."""
-    projection.catch_up()
     series = selectors.grant_series()
     return render(request, "web/supply.html", {
         "supply": selectors.llama_supply(), "chart": charts.supply_chart(series), "series": series,

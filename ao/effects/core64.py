@@ -114,6 +114,10 @@ class CoreModuleError(Exception):
 class _CallFailed(Exception):
     """One message's call failed; the message names the reason for the user."""
 
+    def __init__(self, reason: str, *, interrupted: bool = False) -> None:
+        super().__init__(reason)
+        self.interrupted = interrupted
+
 
 # ----------------------------------------------------------------------------- limits
 
@@ -516,11 +520,16 @@ def _check_abi(module: wasmtime.Module) -> None:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One message's outcome: the module's result, an error (state rolled back), fuel used."""
+    """One message's outcome: the module's result, an error (state rolled back), fuel used.
+
+    ``interrupted``: the wall-clock safety limit stopped the call. That is a fact of this machine, not of the
+    message: the state is rolled back as for an error, and the caller must not record the outcome.
+    """
 
     result: dict[str, Any] | None
     error: str | None
     gas_used: int
+    interrupted: bool = False
 
 
 @dataclass(frozen=True)
@@ -543,6 +552,7 @@ class _Outcome:
     error: str | None
     gas_used: int
     result_sha256: str
+    interrupted: bool = False
 
 
 class _Live:
@@ -787,7 +797,7 @@ class CoreProcess:
             self._journal.append(_JournalEntry(msg, env, fuel, timeout_s, outcome.gas_used, outcome.result_sha256))
         else:
             self._rollback()
-        return Evaluation(outcome.result, outcome.error, outcome.gas_used)
+        return Evaluation(outcome.result, outcome.error, outcome.gas_used, outcome.interrupted)
 
     def _maybe_checkpoint(self, live: _Live) -> None:
         """Take a new base when the journal is full or the memory is small enough to copy cheaply."""
@@ -826,6 +836,7 @@ class CoreProcess:
         result: dict[str, Any] | None = None
         error: str | None = None
         digest = ""
+        interrupted = False
         try:
             total = len(msg) + len(env)
             pointer = self._call(live, live.alloc, deadline, total)
@@ -843,18 +854,20 @@ class CoreProcess:
                 error = module_error if isinstance(module_error, str) else json.dumps(module_error)
         except wasmtime.Trap as trap:
             error = _describe_trap(trap, fuel, timeout_s)
+            interrupted = trap.trap_code is wasmtime.TrapCode.INTERRUPT
         except wasmtime.WasmtimeError as exc:
             error = f"wasm call failed: {exc}"
         except _CallFailed as exc:
             error = str(exc)
+            interrupted = exc.interrupted
         gas_used = fuel - store.get_fuel()
-        return _Outcome(result, error, gas_used, digest)
+        return _Outcome(result, error, gas_used, digest, interrupted)
 
     def _call(self, live: _Live, func: wasmtime.Func, deadline: float, *args: int) -> int:
         """Call an export with the epoch deadline reset to what is left of the wall-clock limit."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise _CallFailed("interrupted: the message ran past its wall-clock limit")
+            raise _CallFailed("interrupted: the message ran past its wall-clock limit", interrupted=True)
         live.store.set_epoch_deadline(self.runtime.epoch_ticks(remaining))
         value = func(live.store, *args)
         if not isinstance(value, int):

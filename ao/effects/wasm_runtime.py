@@ -2,16 +2,21 @@
 
 One ``ComponentRuntime`` per worker thread holds the engine, the linker with our imports and
 the compiled components (serialized ``.cwasm`` cached on disk, so a worker compiles a module
-once). A process's instance is kept between its messages (a fresh instance costs ~3 ms against
-~0.15 ms for a call on a warm one) and is recycled after any failed call, after
-``RECYCLE_AFTER`` calls, and whenever the worker restarts. Modules must therefore keep
-nothing in globals between messages (the SDK keeps state only in the host's key-value
-store); replay-verify, which recycles at other points, would expose a module that did.
+once).
+
+Instances and fuel. The interpreter inside a component (CPython, via componentize-py) does less
+work on a warm instance than on a fresh one (its adaptive interpreter specialises hot code, its
+first call seeds ``random``), so the fuel a message uses depends on what the instance ran before.
+Fuel decides outcomes (a Compute-Limit), so that history must be a fact of the log, not of the
+worker: the caller says when an instance starts fresh (``fresh=True``) and which position a warm
+one must be at to be reused; ``ao.compute`` derives both from nonces alone (instance windows).
 
 Determinism: WASI random and clocks are shadowed with values derived from the message; there is
 no filesystem (no preopens), no environment, no arguments, and no network (WASI sockets deny
-every address by default). Fuel meters every message; an epoch deadline is only a wall-clock
-safety net.
+every address by default). Fuel meters every message. The epoch deadline is only a wall-clock
+safety net: running past it is a fault of this node (``WallClockExceeded``), never a result.
+Any failure of an import that is not a deterministic refusal (a database or store error, a bug)
+is also raised as a fault after the call, never turned into the message's error.
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ from typing import Any, Protocol
 from wasmtime import Config, Engine, Store, Trap, WasiConfig, WasmtimeError
 from wasmtime.component import Component, Linker, Record, Variant
 
-from ao.errors import HostUnavailable
+from ao.effects import wasmtime_compat
+from ao.errors import HostFault, HostUnavailable, WallClockExceeded
+
+wasmtime_compat.install()
 
 # Compiled code is only valid for the engine build and settings that made it.
 ENGINE_TAG = "wasmtime50-fuel-epoch"
@@ -38,8 +46,8 @@ WIT_VERSION = "0.1.0"
 WASI_VERSION = "0.2.9"
 EPOCH_TICK_S = 0.05
 DEFAULT_TIMEOUT_S = 60.0
-RECYCLE_AFTER = 1000
 INSTANTIATE_FUEL = 10_000_000_000
+INSTANTIATE_TIMEOUT_S = 60.0
 MAX_WARM_INSTANCES = 64
 MAX_LOG_LINES = 1000
 MAX_KEY_BYTES = 1024
@@ -47,10 +55,8 @@ MAX_VALUE_BYTES = 4 * 1024 * 1024
 MAX_KEYS_PAGE = 1000
 
 OUT_OF_FUEL = "out of fuel: the message used more than its Compute-Limit"
-INTERRUPTED = "interrupted: the message ran past the compute unit's wall-clock safety limit"
 TRAP_MESSAGES = {
     "OUT_OF_FUEL": OUT_OF_FUEL,
-    "INTERRUPT": INTERRUPTED,
     "MEMORY_OUT_OF_BOUNDS": "memory access out of bounds",
     "UNREACHABLE_CODE_REACHED": "the module trapped (unreachable)",
 }
@@ -61,8 +67,6 @@ def _describe_failure(text: str) -> str:
     first = text.strip().splitlines()[0] if text.strip() else "unknown failure"
     if "all fuel consumed" in text:
         return OUT_OF_FUEL
-    if "wasm trap: interrupt" in text:
-        return INTERRUPTED
     if "memory" in first and ("limit" in text or "grow" in text):
         return f"memory limit reached: {first}"
     return f"the module trapped: {first}"
@@ -75,7 +79,7 @@ class _Warm:
     store: Store
     handle: Any
     memory_limit: int
-    calls: int = 0
+    position: object = None  # what the caller says this instance is ready to evaluate next
 
 
 class HostState(Protocol):
@@ -178,86 +182,96 @@ class ComponentRuntime:
         fuel: int,
         memory_limit: int,
         instance_key: str | None = None,
+        fresh: bool = True,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> CallOutcome:
-        """Run handle(msg, env); traps become errors, never exceptions. instance_key keeps the instance warm.
+        """Run handle(msg, env); traps become errors. A host fault or the wall-clock deadline raises instead.
 
-        A host fault during the call (ctx.fault, set by an import) is raised instead: it is not the message's outcome.
+        With ``instance_key`` the instance is kept: ``fresh`` starts a new one under the key, else the warm one is
+        used (``warm_position`` says where it stands; the caller moves it on with ``set_position``). A call that
+        fails drops the instance.
         """
-        self._ctx = ctx
         output: str | None = None
         error: str | None = None
         warm: _Warm | None = None
+        interrupted = False
+        if fresh or instance_key is None:
+            self.forget(instance_key or "")
+        self._ctx = ctx
         try:
-            warm = self._warm(component, instance_key, memory_limit)
+            warm = self._instance(component, instance_key, memory_limit)
             self._store = warm.store
             warm.store.set_fuel(fuel)
             warm.store.set_epoch_deadline(max(1, int(timeout_s / EPOCH_TICK_S)))
             output = warm.handle(warm.store, msg_json, env_json)
             warm.handle.post_return(warm.store)
-            warm.calls += 1
         except Trap as trap:
             code = trap.trap_code
-            error = TRAP_MESSAGES.get(code.name, _describe_failure(trap.message)) if code else _describe_failure(
-                trap.message
-            )
+            if code is not None and code.name == "INTERRUPT":
+                interrupted = True
+            else:
+                error = TRAP_MESSAGES.get(code.name, _describe_failure(trap.message)) if code else _describe_failure(
+                    trap.message)
         except WasmtimeError as exc:
-            error = _describe_failure(str(exc))
+            if "wasm trap: interrupt" in str(exc):
+                interrupted = True
+            else:
+                error = _describe_failure(str(exc))
         except HostCallError as exc:
             error = str(exc)
         finally:
             self._ctx = None
             self._store = None
-        if ctx.fault is not None:
-            self._instances.pop(instance_key or "", None)
-            raise ctx.fault
+        if ctx.fault is not None or interrupted:
+            self.forget(instance_key or "")
+            if ctx.fault is not None:
+                raise ctx.fault
+            raise WallClockExceeded(f"a message ran past the {timeout_s:g} s wall-clock safety limit on this node")
         gas = 0
         if warm is not None:
             gas = fuel - warm.store.get_fuel()  # host charges were taken out of the same fuel
-        if error is not None or warm is None or warm.calls >= RECYCLE_AFTER:
-            self._instances.pop(instance_key or "", None)  # a failed call may leave the instance broken
         if output is not None and not isinstance(output, str):
             output, error = None, "handle returned a non-string"
+        if error is not None or warm is None or instance_key is None:
+            self.forget(instance_key or "")  # a failed call may leave the instance broken
+        else:
+            warm.position = None  # until the caller says where it now stands
         return CallOutcome(output=output, error=error, gas_used=gas, logs=tuple(ctx.logs))
 
-    def _warm(self, component: Component, key: str | None, memory_limit: int) -> _Warm:
+    def warm_position(self, instance_key: str) -> object:
+        """Where the warm instance under a key is ready to continue (None if there is none)."""
+        found = self._instances.get(instance_key)
+        return None if found is None else found.position
+
+    def set_position(self, instance_key: str, position: object) -> None:
+        """Say where the warm instance under a key now stands (what it is ready to evaluate next)."""
+        found = self._instances.get(instance_key)
+        if found is not None:
+            found.position = position
+
+    def _instance(self, component: Component, key: str | None, memory_limit: int) -> _Warm:
         found = self._instances.get(key) if key is not None else None
         if found is not None and found.memory_limit == memory_limit:
             return found
         store = Store(self.engine)
         store.set_wasi(WasiConfig())
         store.set_limits(memory_size=memory_limit)
-        # Instantiation is not charged to any message: when it happens depends on recycling,
-        # which replays do not reproduce, so charging it would make GasUsed nondeterministic.
+        # Instantiation is charged to no message: it begins every instance window the same way.
         store.set_fuel(INSTANTIATE_FUEL)
-        store.set_epoch_deadline(max(1, int(DEFAULT_TIMEOUT_S / EPOCH_TICK_S)))
-        instance = self.linker.instantiate(store, component)
+        store.set_epoch_deadline(max(1, int(INSTANTIATE_TIMEOUT_S / EPOCH_TICK_S)))
+        try:
+            instance = self.linker.instantiate(store, component)
+        except Trap as trap:
+            raise HostUnavailable(f"the module could not be instantiated on this node: {trap.message}") from trap
         handle = instance.get_func(store, "handle")
         if handle is None:
             raise HostCallError("the module exports no handle function")
-        self._warm_up(store, handle)
         warm = _Warm(store=store, handle=handle, memory_limit=memory_limit)
         if key is not None:
             if len(self._instances) >= MAX_WARM_INSTANCES:
                 self._instances.pop(next(iter(self._instances)))
             self._instances[key] = warm
         return warm
-
-    def _warm_up(self, store: Store, handle: Any) -> None:
-        """Call handle once with a message no handler takes, outside any real message.
-
-        A fresh interpreter does one-time work on its first call (it draws random bytes, for
-        one); doing that here makes a fresh instance behave exactly like a warm one, so where
-        instances are recycled cannot change any message's result.
-        """
-        real = self._ctx
-        self._ctx = CallContext(state=_EmptyState(), seed=b"warm-up", timestamp_ms=0)
-        try:
-            store.set_fuel(INSTANTIATE_FUEL)
-            handle(store, WARM_UP_MESSAGE, WARM_UP_ENV)
-            handle.post_return(store)
-        finally:
-            self._ctx = real
 
     def forget(self, instance_key: str) -> None:
         """Drop a warm instance (its process is being evaluated elsewhere or replayed)."""
@@ -275,33 +289,34 @@ class ComponentRuntime:
         linker.add_wasip2()
         linker.allow_shadowing = True
         ns = f"{WIT_PACKAGE}/{{}}@{WIT_VERSION}"
+        guard = self._guarded
         with linker.root() as root:
             with root.add_instance(ns.format("state")) as state:
-                state.add_func("get", lambda _s, key: self._context().state.get(_key(key)))
-                state.add_func("set", self._state_set)
-                state.add_func("delete", lambda _s, key: self._context().state.delete(_key(key)))
-                state.add_func("keys", self._state_keys)
+                state.add_func("get", guard(lambda _s, key: self._context().state.get(_key(key))))
+                state.add_func("set", guard(self._state_set))
+                state.add_func("delete", guard(lambda _s, key: self._context().state.delete(_key(key))))
+                state.add_func("keys", guard(self._state_keys))
             with root.add_instance(ns.format("log")) as log:
-                log.add_func("write", self._log_write)
+                log.add_func("write", guard(self._log_write))
             with root.add_instance(ns.format("weavedrive")) as wd:
-                wd.add_func("size", self._wd_size)
-                wd.add_func("read", self._wd_read)
+                wd.add_func("size", guard(self._wd_size))
+                wd.add_func("read", guard(self._wd_read))
             with root.add_instance(ns.format("llm")) as llm:
-                llm.add_func("complete", self._llm_complete)
+                llm.add_func("complete", guard(self._llm_complete))
             with root.add_instance(f"wasi:random/random@{WASI_VERSION}") as rnd:
-                rnd.add_func("get-random-bytes", lambda _s, n: self._context().random_bytes(min(int(n), 1 << 20)))
-                rnd.add_func(
-                    "get-random-u64", lambda _s: int.from_bytes(self._context().random_bytes(8), "little")
-                )
+                rnd.add_func("get-random-bytes",
+                             guard(lambda _s, n: self._context().random_bytes(min(int(n), 1 << 20))))
+                rnd.add_func("get-random-u64",
+                             guard(lambda _s: int.from_bytes(self._context().random_bytes(8), "little")))
             with root.add_instance(f"wasi:clocks/wall-clock@{WASI_VERSION}") as wall:
-                wall.add_func("now", self._wall_now)
-                wall.add_func("resolution", lambda _s: _datetime(0, 1_000_000))
+                wall.add_func("now", guard(self._wall_now))
+                wall.add_func("resolution", guard(lambda _s: _datetime(0, 1_000_000)))
             with root.add_instance(f"wasi:clocks/monotonic-clock@{WASI_VERSION}") as mono:
-                mono.add_func("now", lambda _s: self._context().timestamp_ms * 1_000_000)
-                mono.add_func("resolution", lambda _s: 1_000_000)
+                mono.add_func("now", guard(lambda _s: self._context().timestamp_ms * 1_000_000))
+                mono.add_func("resolution", guard(lambda _s: 1_000_000))
                 # Waiting on a clock has no meaning inside a deterministic evaluation.
-                mono.add_func("subscribe-instant", self._no_sleep)
-                mono.add_func("subscribe-duration", self._no_sleep)
+                mono.add_func("subscribe-instant", guard(self._no_sleep))
+                mono.add_func("subscribe-duration", guard(self._no_sleep))
         return linker
 
     def _state_set(self, _store: Any, key: str, value: str) -> None:
@@ -320,20 +335,35 @@ class ComponentRuntime:
         ms = self._context().timestamp_ms
         return _datetime(ms // 1000, (ms % 1000) * 1_000_000)
 
-    def _host_work(self, work: Callable[[], Any]) -> Any:
-        """Run an extension's work; a host fault is kept for call() to raise and traps the module meanwhile."""
-        try:
-            return work()
-        except HostUnavailable as exc:
-            self._context().fault = exc
-            raise HostCallError(f"host fault: {exc}") from exc
+    def _guarded(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """An import whose non-deterministic failures are kept for call() to raise as faults.
+
+        A HostCallError is a deterministic refusal (it fails the message). Anything else — a HostFault, a
+        database error while reading state, MemoryError, a bug in the host — is a fact of this node: the call is
+        abandoned (the module traps meanwhile) and call() raises it, so it is never recorded.
+        """
+
+        def run(store: Any, *args: Any) -> Any:
+            try:
+                return fn(store, *args)
+            except HostCallError:
+                raise
+            except Exception as exc:  # every other failure is the node's, not the message's
+                ctx = self._ctx
+                fault = exc if isinstance(exc, HostFault) else HostUnavailable(
+                    f"a host import failed on this node: {type(exc).__name__}: {exc}")
+                if ctx is not None and ctx.fault is None:
+                    ctx.fault = fault
+                raise HostCallError(f"host fault: {fault}") from exc
+
+        return run
 
     def _wd_size(self, store: Any, path: str) -> int | str:
         drive = self._context().weavedrive
         if drive is None:
             return "WeaveDrive is not enabled for this process (tag Extension=WeaveDrive)"
         before = drive.fuel
-        answer = self._host_work(lambda: drive.size(path))
+        answer = drive.size(path)
         self._charge(store, drive.fuel - before)
         return answer
 
@@ -342,7 +372,7 @@ class ComponentRuntime:
         if drive is None:
             return "WeaveDrive is not enabled for this process (tag Extension=WeaveDrive)"
         before = drive.fuel
-        answer = self._host_work(lambda: drive.read(path, int(offset), int(length)))
+        answer = drive.read(path, int(offset), int(length))
         self._charge(store, drive.fuel - before)
         return answer
 
@@ -365,7 +395,7 @@ class ComponentRuntime:
         if engine is None:
             return Variant("err", "the LLM extension is not enabled for this process (tags Extension=Llama and "
                                   "Extension=WeaveDrive)")
-        ok, text, fuel = self._host_work(lambda: engine.complete(request))
+        ok, text, fuel = engine.complete(request)
         self._charge(store, fuel)
         return Variant("ok" if ok else "err", text)
 
@@ -376,26 +406,6 @@ class ComponentRuntime:
         while True:
             time.sleep(EPOCH_TICK_S)
             self.engine.increment_epoch()
-
-
-WARM_UP_MESSAGE = '{"Id":"","Tags":[{"name":"Action","value":"llamafed/warm-up"}],"Data":"","Nonce":0}'
-WARM_UP_ENV = '{"Process":{"Id":"","Owner":"","Tags":[]},"Module":{"Id":"","Owner":"","Tags":[]}}'
-
-
-class _EmptyState:
-    """State for the warm-up call: empty, and writes go nowhere."""
-
-    def get(self, key: str) -> str | None:
-        return None
-
-    def set(self, key: str, value: str) -> None:
-        return None
-
-    def delete(self, key: str) -> None:
-        return None
-
-    def keys(self, prefix: str, after: str, limit: int) -> list[str]:
-        return []
 
 
 class HostCallError(Exception):

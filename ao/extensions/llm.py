@@ -100,16 +100,16 @@ class ModelMismatch(LlmError):
     status = 409
 
 
-class ModelLoadFailed(LlmError):
-    """llama.cpp could not load the model file or create its context."""
+class ModelLoadFailed(LlmError, HostUnavailable):
+    """llama.cpp could not load the model file (its bytes were verified: this is the node — memory, the build)."""
 
-    status = 500
+    status = 503
 
 
-class DecodeFailed(LlmError):
-    """llama.cpp failed to evaluate a batch."""
+class DecodeFailed(LlmError, HostUnavailable):
+    """llama.cpp failed to evaluate a batch (a fault of this node, retried and never recorded)."""
 
-    status = 500
+    status = 503
 
 
 @dataclass(frozen=True)
@@ -580,7 +580,7 @@ class LlamaEngine:
             if n >= 0:
                 return list(buf[:n])
             capacity = -n
-        raise LlmError(f"llama.cpp could not tokenize a text of {len(data)} bytes")
+        raise DecodeFailed(f"llama.cpp could not tokenize a text of {len(data)} bytes")
 
     def _token_bytes(self, token: int) -> bytes:
         """The bytes a token stands for."""
@@ -593,7 +593,7 @@ class LlamaEngine:
 
     def _check_open(self) -> None:
         if not self._ctx:
-            raise LlmError("this engine was closed; get a new one from the pool")
+            raise HostUnavailable("this engine was closed while in use; the message is retried with a new one")
 
 
 class EnginePool:

@@ -18,7 +18,7 @@ from typing import Any
 from django.conf import settings
 
 from ao import models
-from ao.errors import AoError, HostUnavailable
+from ao.errors import AoError, HostFault, HostUnavailable
 from ao.extensions import llm
 from ao.extensions.weavedrive import WeaveDrive
 from ao.units import weavedrive as wd
@@ -70,8 +70,10 @@ class LlmBinding:
     def complete(self, request: Any) -> tuple[bool, str, int]:
         """Run a completion; return (ok, JSON text or error text, fuel to charge).
 
-        Refusals and failures that follow from the log and the model bytes are answers (ok False); a fault of
-        this node (HostUnavailable, MemoryError) propagates, so the message is retried rather than recorded.
+        Refusals that follow from the log and the model bytes are answers (ok False): a model not admitted, a
+        Sha256 tag the verified bytes do not match, a bad request or grammar, a prompt too long for the context.
+        A fault of this node (the model failing to load or decode, no memory, the store) propagates as a
+        HostFault, so the message is retried rather than recorded.
         """
         try:
             model_path = getattr(request, "model")
@@ -86,12 +88,19 @@ class LlmBinding:
             sha = models.EntryTag.objects.filter(entry__id=tx_id, name="Sha256").values_list("value", flat=True).first()
             if not sha:
                 raise llm.ModelMismatch(f"model transaction {tx_id} has no Sha256 tag to check the weights against")
-            engine = engine_pool().engine_for(local, sha)
+            try:
+                engine = engine_pool().engine_for(local, sha)
+            except llm.ModelMismatch:
+                # The local copy may have changed on disk since its chunks were verified: verify every chunk
+                # again from the store. A mismatch that survives is the transaction's own bytes: a fact.
+                self.drive.cache.forget(tx_id)
+                tx_id, local = self.drive.local_file(model_path)
+                engine = engine_pool().engine_for(local, sha)
             done = engine.complete(llm.CompletionRequest(prefix=prefix, parts=parts, grammar=grammar,
                                                          max_tokens=max_tokens))
         except MemoryError as exc:
             raise HostUnavailable(f"out of host memory during a completion: {exc}") from exc
-        except HostUnavailable:
+        except HostFault:
             raise
         except (AoError, wd.WeaveDriveError) as exc:
             return False, str(exc), 0

@@ -2,8 +2,13 @@
 
 Every 256 KiB chunk of a transaction's data is verified against its data_root (the store's
 ``read`` checks the Merkle proof) before a byte of it is used, then kept in a local cache
-file; later reads of those chunks are plain file reads. A chunk that fails verification is
-refused with a clear error and never marked verified.
+file; later reads of those chunks are plain file reads.
+
+What a process may read is decided by the log alone, so refusals (not admitted, a bad path, a range
+outside the data) are answers the process sees. What this node happens to hold is not: admitted data
+missing from the local store, a chunk failing its proof against ``data_root`` (a corrupt local copy or
+a lying gateway), a store or disk failure — each is a ``HostUnavailable`` fault, retried and never
+recorded, because a healthy node would read the data.
 """
 
 from __future__ import annotations
@@ -93,12 +98,20 @@ class ChunkCache:
                 try:
                     body = self.store.read(tx_id, lo, hi)  # every chunk's Merkle proof is checked
                 except ChunkVerificationError as exc:
-                    raise wd.WeaveDriveError(f"refused: {exc}") from exc
+                    raise HostUnavailable(f"this node's copy of {tx_id} fails its proof against data_root: {exc}") from exc
                 if len(body) != hi - lo:
-                    raise wd.WeaveDriveError(f"transaction {tx_id}: chunks {lo_index}-{hi_index} came back short")
+                    raise HostUnavailable(f"transaction {tx_id}: chunks {lo_index}-{hi_index} came back short")
                 os.pwrite(cached.fd, body, lo)
                 for index in range(lo_index, hi_index + 1):
                     cached.verified[index] = 1
+
+    def forget(self, tx_id: str) -> None:
+        """Drop a transaction's cached copy: every chunk is fetched and verified again on its next use."""
+        with _lock_for(tx_id):
+            cached = self._open.pop(tx_id, None)
+            if cached is not None:
+                os.close(cached.fd)
+            (self.root / f"{tx_id}.data").unlink(missing_ok=True)
 
     def local_file(self, tx_id: str) -> Path:
         """The whole data as a verified local file (for extensions that need a path, like llama.cpp)."""
@@ -175,9 +188,9 @@ class WeaveDrive:
             if parsed.kind == "data":
                 return self.cache.store.data_size(parsed.tx_id)
             return len(self._document(parsed))
-        except (StoreUnavailable, OSError) as exc:
+        except (StoreError, OSError) as exc:
             raise _fault(exc) from exc
-        except (wd.WeaveDriveError, StoreError) as exc:
+        except wd.WeaveDriveError as exc:
             return str(exc)
 
     def read(self, path: str, offset: int, length: int) -> bytes | str:
@@ -193,9 +206,9 @@ class WeaveDrive:
             document = self._document(parsed)
             count = wd.check_range(offset, length, len(document))
             return document[offset:offset + count]
-        except (StoreUnavailable, OSError) as exc:
+        except (StoreError, OSError) as exc:
             raise _fault(exc) from exc
-        except (wd.WeaveDriveError, StoreError) as exc:
+        except wd.WeaveDriveError as exc:
             return str(exc)
 
     # -- extensions ----------------------------------------------------------------------
@@ -207,7 +220,7 @@ class WeaveDrive:
             raise wd.WeaveDriveError(f"{path} is not a /data/<txid> path")
         try:
             return parsed.tx_id, self.cache.local_file(parsed.tx_id)
-        except (StoreUnavailable, OSError) as exc:
+        except (StoreError, OSError) as exc:
             raise _fault(exc) from exc
 
     # -- admission -------------------------------------------------------------------------
@@ -228,7 +241,7 @@ class WeaveDrive:
                 raise wd.WeaveDriveError(self._refusal(parsed.tx_id))
             self.admissions.admitted_from[parsed.tx_id] = self.nonce
         if not models.Entry.objects.filter(id=parsed.tx_id, kind=models.Entry.Kind.TX).exists():
-            raise wd.WeaveDriveError(f"transaction {parsed.tx_id} is admitted but not in this node's store")
+            raise HostUnavailable(f"transaction {parsed.tx_id} is admitted but this node's store does not hold it")
         return parsed
 
     def _refusal(self, tx_id: str) -> str:

@@ -58,6 +58,24 @@ def parse_compute_limit(value: str | None) -> int:
     return int(value)
 
 
+def process_limits(
+    *, spawn_tags: Iterable[tuple[str, str]], module_tags: Iterable[tuple[str, str]]
+) -> tuple[int, int]:
+    """(memory bytes, fuel per message): the module's limits (or the defaults), lowered by the spawn's, never raised.
+
+    Anyone may spawn a process on a module; only the module's author chose how much a message may cost.
+    """
+    spawn_tags, module_tags = list(spawn_tags), list(module_tags)
+    memory = parse_memory_limit(first_tag(module_tags, "Memory-Limit"))
+    fuel = parse_compute_limit(first_tag(module_tags, "Compute-Limit"))
+    asked_memory, asked_fuel = first_tag(spawn_tags, "Memory-Limit"), first_tag(spawn_tags, "Compute-Limit")
+    if asked_memory:
+        memory = min(memory, parse_memory_limit(asked_memory))
+    if asked_fuel:
+        fuel = min(fuel, parse_compute_limit(asked_fuel))
+    return memory, fuel
+
+
 def first_tag(tags: Iterable[tuple[str, str]], name: str) -> str | None:
     """The first value of a tag."""
     return next((v for n, v in tags if n == name), None)

@@ -1,9 +1,15 @@
-"""Messenger unit, pure part: turning a process's outbox message into the item the MU pushes.
+"""Messenger unit, pure part: the one place that turns a process's outbox message into the item the MU pushes.
 
 AO's messenger is at-most-once; ours is exactly-once. A pushed message's identity is
 derived from (process, nonce, index): its anchor is a hash of those three, and the
 messenger signs with Ed25519, whose signatures are deterministic, so re-building the
 same push gives the same item id and the scheduler drops the repeat as a duplicate.
+
+An outbox is checked while its result is computed (``validate_outbox``): every message must
+become an item the scheduler will take (a valid target, ANS-104 tag bounds with the messenger's
+own tags added, and the scheduler's size limit). A message that cannot is the sending message's
+``Error`` — deterministic, because the check depends only on the outbox, the process and module
+ids and the protocol constants here, never on the node's key or settings.
 """
 
 from __future__ import annotations
@@ -12,14 +18,23 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ao.errors import InvalidMessage
-from ao.permaweb import dataitem
+from ao.permaweb import dataitem, tags as ans_tags
 from ao.permaweb.wallet import Signer
 from ao.units import su
 
 # Tags only the messenger may set on a pushed message; a process's own values are dropped.
 RESERVED_TAGS = frozenset({"Data-Protocol", "Variant", "Type", "From-Process", "From-Module", "Pushed-For"})
-MAX_OUTBOX_TAGS = 100
+# A pushed item must pass the scheduler's intake: AO's scheduler takes items up to 100 KiB. A protocol constant,
+# not a setting, so every compute unit judges an outbox the same way.
+MAX_PUSH_BYTES = 100 * 1024
+# The messenger signs with Ed25519 (ANS-104 signature type 2): 64-byte signature, 32-byte owner.
+PUSH_SIGNATURE_BYTES = 64
+PUSH_OWNER_BYTES = 32
+_ID_PLACEHOLDER = "x" * su.ID_LENGTH  # every id the messenger adds is 43 characters
+
+
+class OutboxError(ValueError):
+    """An outbox message that cannot be pushed; the sending message fails with this error."""
 
 
 @dataclass(frozen=True)
@@ -35,18 +50,68 @@ class OutboxMessage:
         """Build from AO's JSON shape: {Target, Tags: [{name, value}], Data}."""
         target = msg.get("Target")
         if not isinstance(target, str) or not su.is_id(target):
-            raise InvalidMessage(f"outbox message has no valid Target: {target!r}")
+            raise OutboxError(f"has no valid Target (a 43-character id): {str(target)[:60]!r}")
         raw_tags = msg.get("Tags") or []
-        if not isinstance(raw_tags, list) or len(raw_tags) > MAX_OUTBOX_TAGS:
-            raise InvalidMessage("outbox message Tags must be a list of at most 100 {name, value}")
+        if not isinstance(raw_tags, list):
+            raise OutboxError("Tags must be a list of {name, value}")
         tags = []
         for tag in raw_tags:
-            if not isinstance(tag, Mapping) or not isinstance(tag.get("name"), str):
-                raise InvalidMessage(f"bad outbox tag {tag!r}")
-            tags.append((tag["name"], str(tag.get("value", ""))))
+            if not isinstance(tag, Mapping) or not isinstance(tag.get("name"), str) or not isinstance(
+                tag.get("value", ""), str
+            ):
+                raise OutboxError(f"has a tag that is not {{name, value}} strings: {str(tag)[:60]}")
+            tags.append((tag["name"], tag.get("value", "")))
         data = msg.get("Data", "")
-        body = data.encode("utf-8") if isinstance(data, str) else bytes(data) if isinstance(data, bytes) else b""
-        return cls(target=target, tags=tuple(tags), data=body)
+        if not isinstance(data, str):
+            raise OutboxError("Data must be a string")
+        return cls(target=target, tags=tuple(tags), data=data.encode("utf-8"))
+
+    def to_json(self) -> dict[str, object]:
+        """AO's JSON shape (what a Push row keeps until it is signed)."""
+        return {"Target": self.target, "Tags": [{"name": n, "value": v} for n, v in self.tags],
+                "Data": self.data.decode("utf-8")}
+
+
+def push_tags(message: OutboxMessage, *, process_id: str, module_id: str, pushed_for: str) -> list[tuple[str, str]]:
+    """The pushed item's tags: the protocol's, the process's own (reserved names dropped), the messenger's."""
+    out: list[tuple[str, str]] = [("Data-Protocol", su.DATA_PROTOCOL), ("Variant", su.VARIANT), ("Type", "Message")]
+    out += [(name, value) for name, value in message.tags if name not in RESERVED_TAGS]
+    out += [("From-Process", process_id), ("From-Module", module_id), ("Pushed-For", pushed_for)]
+    return out
+
+
+def push_size(message: OutboxMessage, tag_bytes: int) -> int:
+    """Bytes of the serialized pushed item (fixed by its content: every field the messenger adds has a fixed size)."""
+    return (dataitem.SIGNATURE_TYPE_BYTES + PUSH_SIGNATURE_BYTES + PUSH_OWNER_BYTES
+            + 1 + dataitem.TARGET_BYTES + 1 + dataitem.ANCHOR_BYTES
+            + dataitem.TAG_COUNT_BYTES + dataitem.TAG_LENGTH_BYTES + tag_bytes + len(message.data))
+
+
+def check_push(message: OutboxMessage) -> None:
+    """Refuse an outbox message whose pushed item the scheduler would not take."""
+    probe = push_tags(message, process_id=_ID_PLACEHOLDER, module_id=_ID_PLACEHOLDER, pushed_for=_ID_PLACEHOLDER)
+    try:
+        encoded = ans_tags.encode_tags(probe)
+    except ans_tags.TagError as exc:
+        raise OutboxError(f"its tags cannot be pushed with the messenger's {len(RESERVED_TAGS)} added: {exc}") from exc
+    size = push_size(message, len(encoded))
+    if size > MAX_PUSH_BYTES:
+        raise OutboxError(f"it would be a {size}-byte item; the scheduler takes at most {MAX_PUSH_BYTES}")
+
+
+def validate_outbox(messages: Sequence[object]) -> tuple[OutboxMessage, ...]:
+    """Every outbox message as it will be pushed, or OutboxError naming the first that cannot be."""
+    out = []
+    for index, raw in enumerate(messages):
+        try:
+            if not isinstance(raw, Mapping):
+                raise OutboxError("is not an object")
+            message = OutboxMessage.from_json(raw)
+            check_push(message)
+        except OutboxError as exc:
+            raise OutboxError(f"outbox message {index} cannot be sent: {exc}") from None
+        out.append(message)
+    return tuple(out)
 
 
 def push_anchor(process_id: str, nonce: int, index: int) -> bytes:
@@ -65,17 +130,10 @@ def build_push(
     message: OutboxMessage,
 ) -> dataitem.DataItem:
     """The signed item the messenger delivers for outbox message `index` of `nonce`."""
-    tags: list[tuple[str, str]] = [
-        ("Data-Protocol", su.DATA_PROTOCOL),
-        ("Variant", su.VARIANT),
-        ("Type", "Message"),
-    ]
-    tags += [(name, value) for name, value in message.tags if name not in RESERVED_TAGS]
-    tags += [("From-Process", process_id), ("From-Module", module_id), ("Pushed-For", pushed_for)]
     return dataitem.create_data_item(
         signer,
         message.data,
-        tags=tags,
+        tags=push_tags(message, process_id=process_id, module_id=module_id, pushed_for=pushed_for),
         target=message.target,
         anchor=push_anchor(process_id, nonce, index),
     )

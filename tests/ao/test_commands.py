@@ -7,7 +7,8 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from ao import evaluation, models
+from ao import models
+from ao.compute import batch
 from ao.permaweb.wallet import Ed25519Key
 from tests.ao.test_cu import send, spawn
 from tests.conftest import PROBE_SOURCE
@@ -31,7 +32,7 @@ def test_verify_reports_the_first_divergence_with_its_nonce(alice: Ed25519Key, l
     pid = spawn(alice, ledger_module)
     for _ in range(3):
         send(alice, pid, "Mint", Quantity="2")
-    evaluation.cu_evaluate_pending(process_id=pid)
+    batch.evaluate_pending(process_id=pid)
     tampered = models.Result.objects.get(process_id=pid, nonce=2)
     tampered.body = {**tampered.body, "Output": "forged"}
     tampered.save()
@@ -42,7 +43,7 @@ def test_verify_reports_the_first_divergence_with_its_nonce(alice: Ed25519Key, l
 def test_verify_catches_a_broken_hash_chain(alice: Ed25519Key, ledger_module: str) -> None:
     pid = spawn(alice, ledger_module)
     send(alice, pid, "Mint", Quantity="2")
-    evaluation.cu_evaluate_pending(process_id=pid)
+    batch.evaluate_pending(process_id=pid)
     models.Assignment.objects.filter(process_id=pid, nonce=1).update(hash_chain="X" * 43)
     with pytest.raises(CommandError, match="nonce 1 \\(hash chain\\)"):
         call_command("ao", "verify", "--", pid)

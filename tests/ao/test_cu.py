@@ -7,7 +7,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from ao import evaluation, models, services
+from ao import verify, models, services
+from ao.compute import batch, health, pushes
+from ao.errors import HostFault
 from ao.effects import keys
 from ao.permaweb import dataitem
 from ao.permaweb.wallet import Ed25519Key
@@ -30,7 +32,7 @@ def send(owner: Ed25519Key, pid: str, action: str, data: str = "", **tags: str) 
 
 
 def result(pid: str, message_id: str) -> models.Result:
-    evaluation.cu_evaluate_pending(process_id=pid)
+    batch.evaluate_pending(process_id=pid)
     return models.Result.objects.get(process_id=pid, message_id=message_id)
 
 
@@ -61,7 +63,7 @@ def test_ledger_mints_and_transfers_with_notices(alice: Ed25519Key, ledger_modul
 def test_insufficient_balance_is_an_error_reply_and_changes_nothing(alice: Ed25519Key, ledger_module: str) -> None:
     pid = spawn(alice, ledger_module)
     send(alice, pid, "Mint", Quantity="5")
-    evaluation.cu_evaluate_pending(process_id=pid)
+    batch.evaluate_pending(process_id=pid)
     before = state(pid)
     bad = send(alice, pid, "Transfer", Recipient=Ed25519Key.generate().address, Quantity="6")
     res = result(pid, bad)
@@ -88,7 +90,7 @@ def test_failures_record_an_error_and_leave_state_unchanged(
 ) -> None:
     pid = spawn(alice, probe_module, [("Compute-Limit", str(2_000_000_000)), ("Memory-Limit", "64-mb")])
     send(alice, pid, "Set", "before")
-    evaluation.cu_evaluate_pending(process_id=pid)
+    batch.evaluate_pending(process_id=pid)
     before = state(pid)
     hash_before = models.Evaluation.objects.get(process_id=pid).state_hash
     failing = send(alice, pid, action, "after", **tags)
@@ -111,13 +113,9 @@ def test_entropy_and_clocks_come_from_the_message(alice: Ed25519Key, probe_modul
     assert round(out1["time"] * 1000) == a1.timestamp  # seconds and nanoseconds from the ms timestamp
     assert out1["monotonic"] == a1.timestamp * 1_000_000
     assert out1["random"] != out2["random"] and out1["urandom"] != out2["urandom"]
-    # The same message evaluated again (a fresh runtime, as replay does) gives the same values.
-    runtime = __import__("ao.effects.compute", fromlist=["x"]).fresh_component_runtime()
-    pctx = evaluation.process_context(pid)
-    from ao.effects.process_state import BatchState
-
-    again = evaluation.evaluate_message(runtime, pctx, BatchState(pid), a1, "0" * 64, instance_key=None)
-    assert json.loads(again.body["Output"]) == out1
+    # The log replayed on a fresh runtime (instances fresh where the window rule says) gives the same values.
+    report = verify.verify_process(process_id=pid)
+    assert report.ok and report.checked == 3, report.divergence
 
 
 def test_processes_see_no_environment_and_no_filesystem(alice: Ed25519Key, probe_module: str) -> None:
@@ -140,14 +138,14 @@ def test_user_cannot_forge_from_or_owner(alice: Ed25519Key, probe_module: str) -
 def test_outbox_to_a_local_process_is_pushed_once_with_from_process(alice: Ed25519Key, probe_module: str) -> None:
     sender = spawn(alice, probe_module)
     receiver = spawn(alice, probe_module, [("Name", "receiver")])
-    evaluation.cu_evaluate_pending(process_id=receiver)
+    batch.evaluate_pending(process_id=receiver)
     send(alice, sender, "Send", "payload", To=receiver, **{"Forward-Action": "Whoami"})
-    evaluation.cu_evaluate_pending(process_id=sender)
-    evaluation.cu_evaluate_pending(process_id=sender)  # twice: nothing more
+    batch.evaluate_pending(process_id=sender)
+    batch.evaluate_pending(process_id=sender)  # twice: nothing more
     assert models.Push.objects.count() == 1
-    services.mu_deliver_pending()
-    services.mu_deliver_pending()
-    evaluation.cu_evaluate_pending(process_id=receiver)
+    pushes.deliver_pending()
+    pushes.deliver_pending()
+    batch.evaluate_pending(process_id=receiver)
     pushed = models.Result.objects.get(process_id=receiver, nonce=1)
     out = json.loads(pushed.body["Output"])
     assert out["From"] == sender
@@ -158,18 +156,20 @@ def test_outbox_to_a_local_process_is_pushed_once_with_from_process(alice: Ed255
 def test_evaluation_is_exactly_once_and_ordered(alice: Ed25519Key, ledger_module: str) -> None:
     pid = spawn(alice, ledger_module)
     ids = [send(alice, pid, "Mint", Quantity="1") for _ in range(5)]
-    assert evaluation.cu_evaluate_pending(process_id=pid, batch_size=2) == 6
-    assert evaluation.cu_evaluate_pending(process_id=pid) == 0
+    assert batch.evaluate_pending(process_id=pid, batch_size=2) == 6
+    assert batch.evaluate_pending(process_id=pid) == 0
     assert list(models.Result.objects.filter(process_id=pid).values_list("nonce", flat=True)) == list(range(6))
     assert json.loads(state(pid)["supply"]) == "5"
     assert [r.message_id for r in models.Result.objects.filter(process_id=pid, nonce__gte=1)] == ids
 
 
-def test_missing_module_is_a_clear_error(alice: Ed25519Key, node_keys: None) -> None:
+def test_missing_module_is_a_fault_of_this_node_not_a_result(alice: Ed25519Key, node_keys: None) -> None:
     pid = spawn(alice, factories.MODULE_ID)
-    with pytest.raises(evaluation.EvaluationError, match="is not in the store"):
-        evaluation.cu_evaluate_pending(process_id=pid)
+    with pytest.raises(HostFault, match="not in this node's store"):
+        batch.evaluate_pending(process_id=pid)
     assert not models.Result.objects.filter(process_id=pid).exists()
+    status = health.process_health(pid)
+    assert status is not None and status.state == "retrying" and "not in this node's store" in status.fault
 
 
 def test_limits_parse_ao_forms() -> None:

@@ -64,4 +64,4 @@ def test_cu_errors_are_clear(client: Client, alice: Ed25519Key, ledger_module: s
     assert client.post(f"{CU}dry-run?process-id={pid}", data="[]", content_type="application/json").status_code == 400
     bad_tags = json.dumps({"Tags": "Action=Balance"})
     response = client.post(f"{CU}dry-run?process-id={pid}", data=bad_tags, content_type="application/json")
-    assert response.status_code == 422 and "Tags must be" in response.json()["error"]
+    assert response.status_code == 400 and "Tags must be" in response.json()["error"]

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import wasmtime
 
-from ao import evaluation, models, modules, verify
+from ao import models, modules, verify
+from ao.compute import batch
 from ao.effects import core_processes
 from ao.permaweb.wallet import Ed25519Key
 from tests.ao.test_cu import send, spawn
@@ -22,12 +23,13 @@ ABOVE_4_GIB = 4 * 1024**3 + 12345
 def grow64_module(node_keys: None) -> str:
     """The grow64 test module, compiled from WAT and published as a core64 module."""
     return modules.publish_module(
-        wasmtime.wat2wasm(WAT.read_text()), name="grow64", module_format=modules.CORE64_FORMAT
+        wasmtime.wat2wasm(WAT.read_text()), name="grow64", module_format=modules.CORE64_FORMAT,
+        extra_tags=[("Memory-Limit", "16-gb")],
     )
 
 
 def output(pid: str, mid: str) -> models.Result:
-    evaluation.cu_evaluate_pending(process_id=pid)
+    batch.evaluate_pending(process_id=pid)
     return models.Result.objects.get(process_id=pid, message_id=mid)
 
 

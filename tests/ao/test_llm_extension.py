@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ao import evaluation, models, services, weave
+from ao import models, services, weave
+from ao.compute import batch
 from ao.permaweb.wallet import Ed25519Key
 from tests import workers
 from tests.ao.test_cu import send, spawn
@@ -35,7 +36,7 @@ def _llm_process(owner: Ed25519Key, module: str, model_tx: str) -> str:
 def _complete(owner: Ed25519Key, pid: str, model_tx: str, text: str, **tags: str) -> models.Result:
     mid = send(owner, pid, "Complete", text, Model=f"/data/{model_tx}", Prefix="<|im_start|>system\nGrade.<|im_end|>\n",
                **tags)
-    evaluation.cu_evaluate_pending(process_id=pid)
+    batch.evaluate_pending(process_id=pid)
     return models.Result.objects.get(process_id=pid, message_id=mid)
 
 
@@ -92,7 +93,7 @@ def test_a_real_completion_with_the_default_model(alice: Ed25519Key, probe_modul
     prefix = "<|im_start|>system\nAnswer with a JSON object holding one integer grade from 0 to 5.<|im_end|>\n"
     mid = send(alice, pid, "Complete", "Grade this petition: I clean the beach every weekend.",
                Model=f"/data/{model_tx}", Prefix=prefix, Grammar=GRADE_GRAMMAR, **{"Max-Tokens": "8"})
-    evaluation.cu_evaluate_pending(process_id=pid)
+    batch.evaluate_pending(process_id=pid)
     result = models.Result.objects.get(process_id=pid, message_id=mid)
     assert result.error == ""
     [call] = result.body["Calls"]

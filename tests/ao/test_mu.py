@@ -1,15 +1,19 @@
-"""The messenger: exactly-once delivery of outbox messages, identity from (process, nonce, index)."""
+"""The messenger: outboxes checked with their result, every push recorded, delivered exactly once."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.conf import settings
+from django.utils import timezone
 
 from ao import models, services, tasks
+from ao.compute import pushes
 from ao.effects import keys
-from ao.errors import InvalidMessage
 from ao.permaweb import dataitem
 from ao.permaweb.wallet import Ed25519Key
-from ao.units import mu
+from ao.units import mu, su
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -38,15 +42,20 @@ def _evaluated(process_id: str, alice: Ed25519Key) -> int:
     return services.su_schedule(raw=factories.message_item(alice, process_id).serialize()).nonce
 
 
-def test_outbox_is_delivered_exactly_once_when_recorded_and_delivered_twice(
+def _built(push: models.Push) -> dataitem.DataItem:
+    """The item delivery builds for a push."""
+    push.refresh_from_db()
+    assert push.raw is not None, "the push was not delivered yet"
+    return dataitem.parse(bytes(push.raw))
+
+
+def test_outbox_is_delivered_exactly_once_when_delivery_runs_twice(
     process_id: str, target_id: str, alice: Ed25519Key
 ) -> None:
     nonce = _evaluated(process_id, alice)
-    services.mu_record_outbox(process_id=process_id, nonce=nonce, messages=_outbox(target_id))
-    services.mu_record_outbox(process_id=process_id, nonce=nonce, messages=_outbox(target_id))
-    assert models.Push.objects.count() == 2
-    assert services.mu_deliver_pending() == 2
-    assert services.mu_deliver_pending() == 0
+    factories.record_outbox(process_id, nonce, _outbox(target_id))
+    assert pushes.deliver_pending().delivered == 2
+    assert pushes.deliver_pending().delivered == 0
     log = models.Assignment.objects.filter(process_id=target_id).order_by("nonce")
     assert [a.nonce for a in log] == [0, 1, 2]
     assert set(models.Push.objects.values_list("state", flat=True)) == {"delivered"}
@@ -56,13 +65,25 @@ def test_a_push_scheduled_before_a_crash_is_not_scheduled_again(
     process_id: str, target_id: str, alice: Ed25519Key
 ) -> None:
     nonce = _evaluated(process_id, alice)
-    [push, _] = services.mu_record_outbox(process_id=process_id, nonce=nonce, messages=_outbox(target_id))
-    # The worker scheduled the item, then died before marking the push delivered.
-    services.su_schedule(raw=bytes(push.raw))
-    assert services.mu_deliver_pending() == 2  # both now marked delivered; the first only once scheduled
-    push.refresh_from_db()
-    assert push.state == models.Push.State.DELIVERED
+    [first, _] = factories.record_outbox(process_id, nonce, _outbox(target_id))
+    # A worker scheduled the item, then died before marking the push (its transaction never committed the mark).
+    item = mu.build_push(keys.messenger_key(), process_id=process_id, module_id=factories.MODULE_ID, nonce=nonce,
+                         index=0, pushed_for=first.pushed_for, message=mu.OutboxMessage.from_json(first.message))
+    services.su_schedule(raw=item.serialize())
+    assert pushes.deliver_pending().delivered == 2  # both marked delivered; the first one scheduled only once
+    assert _built(first).id == item.id
     assert models.Assignment.objects.filter(process_id=target_id).count() == 3
+
+
+def test_a_claimed_push_waits_for_its_claim_to_run_out(process_id: str, target_id: str, alice: Ed25519Key) -> None:
+    nonce = _evaluated(process_id, alice)
+    [push] = factories.record_outbox(process_id, nonce, _outbox(target_id, 1))
+    models.Push.objects.filter(id=push.id).update(claimed_by="another worker",
+                                                  claimed_until=timezone.now() + timedelta(seconds=60))
+    assert pushes.deliver_pending().delivered == 0  # another worker holds it
+    models.Push.objects.filter(id=push.id).update(claimed_until=timezone.now() - timedelta(seconds=1))
+    assert pushes.deliver_pending().delivered == 1  # that worker died: its claim ran out
+    assert models.Assignment.objects.filter(process_id=target_id).count() == 2
 
 
 def test_rebuilt_push_has_the_same_id(process_id: str, target_id: str) -> None:
@@ -86,8 +107,9 @@ def test_pushed_message_carries_origin_tags_and_drops_forged_ones(
     forged = mu.OutboxMessage.from_json(
         {"Target": target_id, "Tags": [{"name": "From-Process", "value": "F" * 43}, {"name": "Action", "value": "X"}]}
     )
-    [push] = services.mu_record_outbox(process_id=process_id, nonce=nonce, messages=[forged])
-    item = dataitem.parse(bytes(push.raw))
+    [push] = factories.record_outbox(process_id, nonce, [forged])
+    pushes.deliver_pending()
+    item = _built(push)
     tags = item.tags
     assert ("From-Process", process_id) in tags
     assert ("From-Process", "F" * 43) not in tags
@@ -101,33 +123,77 @@ def test_pushed_message_carries_origin_tags_and_drops_forged_ones(
 def test_pushed_for_follows_a_chain_to_its_root(process_id: str, target_id: str, alice: Ed25519Key) -> None:
     nonce = _evaluated(process_id, alice)
     root = models.Assignment.objects.get(process_id=process_id, nonce=nonce).message.id
-    services.mu_record_outbox(process_id=process_id, nonce=nonce, messages=_outbox(target_id, 1))
-    services.mu_deliver_pending()
+    factories.record_outbox(process_id, nonce, _outbox(target_id, 1))
+    pushes.deliver_pending()
     hop = models.Assignment.objects.get(process_id=target_id, nonce=1)
-    [second] = services.mu_record_outbox(process_id=target_id, nonce=1, messages=_outbox(process_id, 1))
-    assert ("Pushed-For", root) in dataitem.parse(bytes(second.raw)).tags
+    [second] = factories.record_outbox(target_id, 1, _outbox(process_id, 1))
+    pushes.deliver_pending()
+    assert ("Pushed-For", root) in _built(second).tags
     assert hop.message.id != root
 
 
-def test_push_to_an_unknown_process_fails_after_bounded_attempts(process_id: str, alice: Ed25519Key) -> None:
+def test_push_to_a_target_without_a_process_here_is_kept_in_the_store(process_id: str, alice: Ed25519Key) -> None:
+    wallet = Ed25519Key.generate().address
     nonce = _evaluated(process_id, alice)
-    [push] = services.mu_record_outbox(process_id=process_id, nonce=nonce, messages=_outbox("U" * 43, 1))
-    for _ in range(services.MAX_PUSH_ATTEMPTS):
-        assert services.mu_deliver_pending() == 0
+    [push] = factories.record_outbox(process_id, nonce, _outbox(wallet, 1))
+    report = pushes.deliver_pending()
+    assert (report.stored, report.delivered) == (1, 0)
+    assert pushes.deliver_pending().stored == 0
     push.refresh_from_db()
-    assert push.state == models.Push.State.FAILED
-    assert push.attempts == services.MAX_PUSH_ATTEMPTS
-    assert "no process" in push.error
-
-
-def test_outbox_message_without_valid_target_is_refused() -> None:
-    with pytest.raises(InvalidMessage, match="no valid Target"):
-        mu.OutboxMessage.from_json({"Target": "short", "Tags": []})
+    assert push.state == models.Push.State.STORED and push.delivered_at is not None
+    kept = models.Entry.objects.get(id=push.item_id)
+    assert kept.target == wallet  # the recipient finds it by GraphQL `recipients`
+    assert not models.Assignment.objects.filter(message_id=kept.pk).exists()
 
 
 def test_deliver_task_run_twice_delivers_once(process_id: str, target_id: str, alice: Ed25519Key) -> None:
     nonce = _evaluated(process_id, alice)
-    services.mu_record_outbox(process_id=process_id, nonce=nonce, messages=_outbox(target_id, 3))
+    factories.record_outbox(process_id, nonce, _outbox(target_id, 3))
     assert tasks.deliver_pushes.apply(args=(process_id,)).get() == 3
     assert tasks.deliver_pushes.apply(args=(process_id,)).get() == 0
     assert models.Assignment.objects.filter(process_id=target_id).count() == 4
+
+
+# -- the outbox is checked with its result --------------------------------------------------------------------
+
+
+def _message(*, tags: list[tuple[str, str]] | None = None, data: str = "", target: str = "T" * 43) -> dict:
+    return {"Target": target, "Tags": [{"name": n, "value": v} for n, v in (tags or [])], "Data": data}
+
+
+@pytest.mark.parametrize(("message", "reason"), [
+    (_message(tags=[(f"X-{i}", "v") for i in range(123)]), "over the ANS-104 limit of 128"),
+    (_message(tags=[(f"X-{i}", "v" * 380) for i in range(11)]), "4096-byte limit"),
+    (_message(data="x" * 200 * 1024), "the scheduler takes at most 102400"),
+    (_message(target="not-an-id"), "no valid Target"),
+    (_message(tags=[("Action", 5)]), "not {name, value} strings"),  # type: ignore[list-item]
+    ({"Target": "T" * 43, "Data": b"bytes"}, "Data must be a string"),
+])
+def test_an_outbox_message_that_cannot_be_pushed_is_refused_with_its_index(message: dict, reason: str) -> None:
+    with pytest.raises(mu.OutboxError, match=reason) as caught:
+        mu.validate_outbox([_message(), message])
+    assert "outbox message 1 cannot be sent" in str(caught.value)
+
+
+def test_the_outbox_check_computes_the_exact_size_of_the_pushed_item() -> None:
+    for tags, data in [([], ""), ([("Action", "Transfer"), ("X-Note", "é" * 200)], "payload" * 1000)]:
+        [message] = mu.validate_outbox([_message(tags=tags, data=data)])
+        item = mu.build_push(keys.messenger_key(), process_id="P" * 43, module_id="M" * 43, nonce=7, index=2,
+                             pushed_for="R" * 43, message=message)
+        raw = item.serialize()
+        assert mu.push_size(message, len(item.raw_tags)) == len(raw)
+
+
+def test_the_largest_outbox_message_the_check_allows_is_taken_by_the_scheduler(node_keys: None, db: None) -> None:
+    overhead = mu.push_size(mu.OutboxMessage(target="T" * 43, tags=(), data=b""), 0)
+    probe = mu.OutboxMessage(target="T" * 43, tags=(), data=b"")
+    tag_bytes = len(mu.build_push(keys.messenger_key(), process_id="P" * 43, module_id="M" * 43, nonce=0, index=0,
+                                  pushed_for="R" * 43, message=probe).raw_tags)
+    room = mu.MAX_PUSH_BYTES - overhead - tag_bytes
+    [fits] = mu.validate_outbox([_message(data="x" * room)])
+    with pytest.raises(mu.OutboxError):
+        mu.validate_outbox([_message(data="x" * (room + 1))])
+    item = mu.build_push(keys.messenger_key(), process_id="P" * 43, module_id="M" * 43, nonce=0, index=0,
+                         pushed_for="R" * 43, message=fits)
+    assert len(item.serialize()) == mu.MAX_PUSH_BYTES
+    su.check_size(item.serialize(), settings.AO["MAX_MESSAGE_BYTES"])  # the intake limit admits it

@@ -7,7 +7,9 @@ import random
 
 import pytest
 
-from ao import evaluation, models, services
+from ao import models, services, verify
+from ao.compute import batch, health
+from ao.errors import HostFault
 from ao.effects import keys
 from ao.effects.stores import embedded_store
 from ao.extensions import weavedrive
@@ -31,7 +33,7 @@ def blob(rsa_wallet: Wallet, node_keys: None) -> tuple[str, bytes]:
 
 def read(owner: Ed25519Key, pid: str, path: str, offset: int = 0, length: int = -1) -> models.Result:
     mid = send(owner, pid, "Weave-Read", Path=path, Offset=str(offset), Length=str(length))
-    evaluation.cu_evaluate_pending(process_id=pid)
+    batch.evaluate_pending(process_id=pid)
     return models.Result.objects.get(process_id=pid, message_id=mid)
 
 
@@ -98,22 +100,40 @@ def test_library_mode_follows_the_librarys_log_at_earlier_blocks(
     assert json.loads(read(alice, pid, f"/data/{tx_id}", 0, 8).body["Output"])["hex"] == data[:8].hex()
 
 
-def test_a_flipped_byte_is_refused_and_never_cached(alice: Ed25519Key, probe_module: str, blob) -> None:  # type: ignore[no-untyped-def]
+def test_a_local_copy_failing_its_proof_stalls_and_is_never_recorded_or_cached(  # type: ignore[no-untyped-def]
+    alice: Ed25519Key, probe_module: str, blob
+) -> None:
     tx_id, data = blob
     pid = spawn(alice, probe_module, [("Extension", "WeaveDrive")])
     services.su_attest(process_id=pid, tx_id=tx_id)
+    batch.evaluate_pending(process_id=pid)
+    before = models.Evaluation.objects.get(process_id=pid)
     entry = models.Entry.objects.get(id=tx_id)
     path = embedded_store().blob_dir / entry.blob
-    raw = bytearray(path.read_bytes())
-    raw[300 * KIB] ^= 0xFF  # chunk 1
+    good = path.read_bytes()
+    raw = bytearray(good)
+    raw[300 * KIB] ^= 0xFF  # chunk 1 of this node's copy rots on disk
     path.write_bytes(bytes(raw))
-    failed = read(alice, pid, f"/data/{tx_id}", 300 * KIB, 16)
-    assert "refused" in failed.error and "does not match its proof" in failed.error
+    mid = send(alice, pid, "Weave-Read", Path=f"/data/{tx_id}", Offset=str(300 * KIB), Length="16")
+    for _ in range(health.STALL_AFTER):
+        with pytest.raises(HostFault, match="does not match its proof"):
+            batch.evaluate_pending(process_id=pid)
+    # A healthy node would read the data: nothing is recorded, the process is shown stalled with the reason.
+    assert not models.Result.objects.filter(process_id=pid, message_id=mid).exists()
+    after = models.Evaluation.objects.get(process_id=pid)
+    assert (after.next_nonce, after.state_hash) == (before.next_nonce, before.state_hash)
+    status = health.process_health(pid)
+    assert status is not None and status.stalled and "fails its proof against data_root" in status.fault
     cache = weavedrive.chunk_cache()
     assert cache._open[tx_id].verified[1] == 0
-    with pytest.raises(Exception, match="does not match its proof"):
+    with pytest.raises(HostFault, match="does not match its proof"):
         cache.local_file(tx_id)  # what the LLM extension opens: never served
-    assert json.loads(read(alice, pid, f"/data/{tx_id}", 0, 16).body["Output"])["hex"] == data[:16].hex()
+    path.write_bytes(good)  # the fault is gone (the copy repaired): the same message now reads the real bytes
+    batch.evaluate_pending(process_id=pid)
+    ok = models.Result.objects.get(process_id=pid, message_id=mid)
+    assert json.loads(ok.body["Output"])["hex"] == data[300 * KIB:300 * KIB + 16].hex()
+    assert not health.process_health(pid).fault  # type: ignore[union-attr]
+    assert verify.verify_process(process_id=pid).ok  # what a clean replay records
 
 
 def test_headers_blocks_and_disabled_drive(alice: Ed25519Key, probe_module: str, blob) -> None:  # type: ignore[no-untyped-def]
@@ -155,7 +175,7 @@ def test_a_store_outage_is_retried_not_recorded(alice: Ed25519Key, probe_module:
     tx_id, data = blob
     pid = spawn(alice, probe_module, [("Extension", "WeaveDrive")])
     services.su_attest(process_id=pid, tx_id=tx_id)
-    evaluation.cu_evaluate_pending(process_id=pid)
+    batch.evaluate_pending(process_id=pid)
     evaluated = models.Evaluation.objects.get(process_id=pid)
     store = weavedrive.chunk_cache().store
 
@@ -165,12 +185,12 @@ def test_a_store_outage_is_retried_not_recorded(alice: Ed25519Key, probe_module:
     monkeypatch.setattr(store, "read", unreachable)
     mid = send(alice, pid, "Weave-Read", Path=f"/data/{tx_id}", Offset="5", Length="7")
     with pytest.raises(HostUnavailable, match="connection refused"):
-        evaluation.cu_evaluate_pending(process_id=pid)
+        batch.evaluate_pending(process_id=pid)
     # Nothing about the message was recorded: no result, the cursor and state hash did not move.
     assert not models.Result.objects.filter(process_id=pid, message_id=mid).exists()
     assert models.Evaluation.objects.get(process_id=pid).next_nonce == evaluated.next_nonce
     assert models.Evaluation.objects.get(process_id=pid).state_hash == evaluated.state_hash
     monkeypatch.undo()
-    evaluation.cu_evaluate_pending(process_id=pid)  # the retry, once the store answers again
+    batch.evaluate_pending(process_id=pid)  # the retry, once the store answers again
     ok = models.Result.objects.get(process_id=pid, message_id=mid)
     assert json.loads(ok.body["Output"])["hex"] == data[5:12].hex()

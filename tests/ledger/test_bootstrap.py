@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from ao import evaluation, models
+from ao import models
+from ao.compute import batch
 from ao.effects import keys
 from ledger import services
 from ledger.models import Token
@@ -22,7 +23,7 @@ def test_bootstrap_spawns_war_and_llama_once(node_keys: None, ledger_wasm: bytes
     assert [t.process_id for t in again] == [t.process_id for t in first]
     assert Token.objects.count() == 2 and models.Process.objects.count() == 2
     llama = Token.objects.get(ticker="LLAMA")
-    evaluation.cu_evaluate_pending(process_id=llama.process_id)
+    batch.evaluate_pending(process_id=llama.process_id)
     config = json.loads(models.StateEntry.objects.get(process_id=llama.process_id, key="config").value)
     assert config["Max-Supply"] == str(11_111_111 * BASE)
     assert config["Denomination"] == "12"

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from ao import evaluation, models, services
+from ao import models, services
+from ao.compute import batch, pushes
 from ao.permaweb.wallet import Ed25519Key
 from tests.ao.test_cu import send, spawn, tags_of
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.django_db
 
 
 def reply(pid: str, mid: str) -> list[dict]:
-    evaluation.cu_evaluate_pending(process_id=pid)
+    batch.evaluate_pending(process_id=pid)
     return models.Result.objects.get(process_id=pid, message_id=mid).body["Messages"]
 
 
@@ -55,9 +56,9 @@ def test_grant_only_from_an_allowed_process(alice: Ed25519Key, ledger_module: st
     assert tags_of(ok)["Action"] == "Allow-Grant-Confirmation"
     grant = {"Forward-Action": "Grant", "Fwd-Recipient": user, "Fwd-Quantity": "20", "Fwd-X-Petition": "p1"}
     send(alice, fed, "Send", "", To=llama, **grant)
-    evaluation.cu_evaluate_pending(process_id=fed)
-    services.mu_deliver_pending()
-    evaluation.cu_evaluate_pending(process_id=llama)
+    batch.evaluate_pending(process_id=fed)
+    pushes.deliver_pending()
+    batch.evaluate_pending(process_id=llama)
     granted = models.Result.objects.filter(process_id=llama).order_by("-nonce").first()
     assert granted is not None and granted.error == ""
     notice, confirmation = granted.body["Messages"]

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from ao import evaluation, models, verify
+from ao import models, verify
+from ao.compute import batch
 from ao.permaweb.wallet import Ed25519Key
 from tests.ao.test_cu import send, spawn
 
@@ -84,7 +85,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @invariant()
     def books_balance(self) -> None:
-        evaluation.cu_evaluate_pending(process_id=self.pid)
+        batch.evaluate_pending(process_id=self.pid)
         balances = _balances(self.pid)
         assert all(v > 0 for v in balances.values())
         assert sum(balances.values()) == _supply(self.pid)

@@ -6,15 +6,18 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-from ao import evaluation, models, services, verify, weave
+from ao import models, services, verify, weave
+from ao.compute import batch, health, pushes
 from ao.effects import keys
+from ao.errors import HostFault
+from ao.extensions import llm, llm_host
 from ao.node import node_settle
 from ao.permaweb.wallet import Ed25519Key, Signer
 from ledger.models import Token
@@ -219,12 +222,12 @@ def test_forged_credit_notice_and_outside_deliberate_are_refused(tiny_model: str
     user = user_with_war()
     settle()
     pid = petition(user, fed, "I teach reading to adults twice a week.")
-    evaluation.cu_evaluate_pending(process_id=token("wAR"))
-    services.mu_deliver_pending(process_id=token("wAR"))
-    evaluation.cu_evaluate_pending(process_id=fed)
+    batch.evaluate_pending(process_id=token("wAR"))
+    pushes.deliver_pending(process_id=token("wAR"))
+    batch.evaluate_pending(process_id=fed)
     assert value(fed, f"petition/{pid}")["status"] == "deliberating"
     outside = send(user, fed, "Deliberate", **{"Petition-Id": pid, "Governor": "0"})
-    evaluation.cu_evaluate_pending(process_id=fed)
+    batch.evaluate_pending(process_id=fed)
     refused = models.Result.objects.get(process_id=fed, message_id=outside)
     assert "Calls" not in refused.body or refused.body["Calls"] == []
     [error] = [m for m in refused.body["Messages"] if tags_of(m)["Action"] == "Fed-Error"]
@@ -358,7 +361,7 @@ def test_the_model_failing_fails_the_petition_and_refunds_it(tiny_model: str) ->
     # Resume-Deliberation cannot revive a failed petition, and is only the owner's to send anyway.
     stranger = send(user, fed, "Resume-Deliberation", **{"Petition-Id": pid})
     owner = send(keys.operator_wallet(), fed, "Resume-Deliberation", **{"Petition-Id": pid})
-    evaluation.cu_evaluate_pending(process_id=fed)
+    batch.evaluate_pending(process_id=fed)
     [refusal] = models.Result.objects.get(process_id=fed, message_id=stranger).body["Messages"]
     assert "only the Fed's owner" in tags_of(refusal)["Error"]
     [refusal] = models.Result.objects.get(process_id=fed, message_id=owner).body["Messages"]
@@ -367,7 +370,7 @@ def test_the_model_failing_fails_the_petition_and_refunds_it(tiny_model: str) ->
 
 
 @pytest.mark.django_db
-def test_an_unloadable_model_fails_the_petition_and_refunds_it(node_keys: None, tmp_path: Path) -> None:
+def test_an_unloadable_model_stalls_the_fed_and_decides_nothing(node_keys: None, tmp_path: Path) -> None:
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"GGUF" + bytes(range(256)) * 64)  # a GGUF magic, then nothing llama.cpp can read
     model = weave.weave_upload(path=junk, tags=[], name="junk")
@@ -375,41 +378,75 @@ def test_an_unloadable_model_fails_the_petition_and_refunds_it(node_keys: None, 
     user = user_with_war()
     settle()
     pid = petition(user, fed, "I sing at the care home on Sundays.")
-    settle()
-    stored = assert_failed_and_refunded(fed, user, pid, "the model failed")
-    assert "cannot load" in stored["failure"]
+    for _ in range(health.STALL_AFTER):
+        with pytest.raises(HostFault, match="cannot load"):
+            settle()
+    # A model that will not load is this node's problem (memory, the build), never a refund or a denial.
+    stored = value(fed, f"petition/{pid}")
+    assert stored["status"] == "deliberating" and stored["votes"] == []
+    assert sent(fed, action="Petition-Failed") == [] and [t for t in sent(fed, action="Transfer")
+                                                          if t.get("X-Refund-For") == pid] == []
+    status = health.process_health(fed)
+    assert status is not None and status.stalled and "cannot load" in status.fault
+
+
+def _unreadable_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreadable(path: Path) -> str:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(llm, "file_sha256", unreadable)
+
+
+def _load_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(llm.llama_cpp, "llama_model_load_from_file", lambda *args: None)
+
+
+def _decode_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(llm.llama_cpp, "llama_decode", lambda *args: 1)
+
+
+def _no_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    def exhausted(self: object, request: object) -> object:
+        raise MemoryError("cannot allocate the KV cache")
+
+    monkeypatch.setattr(llm.LlamaEngine, "complete", exhausted)
 
 
 @pytest.mark.django_db
-def test_a_host_fault_is_retried_and_never_decides(tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ao.errors import HostUnavailable
-    from ao.extensions import llm, llm_host
-
+@pytest.mark.parametrize(("inject", "reason"), [
+    (_unreadable_disk, "Input/output error"),
+    (_load_fails, "cannot load"),
+    (_decode_fails, "llama_decode failed"),
+    (_no_memory, "out of host memory"),
+])
+def test_a_host_fault_is_retried_and_never_decides(
+    tiny_model: str, monkeypatch: pytest.MonkeyPatch, inject: Callable[[pytest.MonkeyPatch], None], reason: str
+) -> None:
     fed = make_fed(tiny_model).process_id
     user = user_with_war()
     settle()
     pid = petition(user, fed, "I keep the village library open on weekends.")
-    evaluation.cu_evaluate_pending(process_id=token("wAR"))
-    services.mu_deliver_pending(process_id=token("wAR"))
-    evaluation.cu_evaluate_pending(process_id=fed)  # intake
-    services.mu_deliver_pending(process_id=fed)  # the first Deliberate, to itself
+    batch.evaluate_pending(process_id=token("wAR"))
+    pushes.deliver_pending(process_id=token("wAR"))
+    batch.evaluate_pending(process_id=fed)  # intake
+    pushes.deliver_pending(process_id=fed)  # the first Deliberate, to itself
     cursor = models.Evaluation.objects.get(process_id=fed).next_nonce
-
-    def unreadable(path: Path) -> str:
-        raise OSError(5, "Input/output error")
-
-    # A worker that has not loaded the model yet, on a disk that fails to read it.
+    # A worker that has not loaded the model yet, on a node with the fault.
     monkeypatch.setattr(llm_host, "engine_pool", lambda: llm.EnginePool(n_threads=1))
-    monkeypatch.setattr(llm, "file_sha256", unreadable)
-    with pytest.raises(HostUnavailable, match="Input/output error"):
-        evaluation.cu_evaluate_pending(process_id=fed)
+    inject(monkeypatch)
+    for _ in range(health.STALL_AFTER):
+        with pytest.raises(HostFault, match=reason):
+            batch.evaluate_pending(process_id=fed)
     assert models.Evaluation.objects.get(process_id=fed).next_nonce == cursor  # nothing recorded
     assert value(fed, f"petition/{pid}")["status"] == "deliberating" and value(fed, f"petition/{pid}")["votes"] == []
+    status = health.process_health(fed)
+    assert status is not None and status.stalled and reason in status.fault
     monkeypatch.undo()
-    settle()  # the retry decides normally
+    settle()  # the fault is gone: the same message decides normally
     stored = value(fed, f"petition/{pid}")
     assert stored["status"] == "decided" and len(stored["votes"]) == len(GOVERNORS)
-    assert verify.verify_process(process_id=fed).ok
+    assert not health.process_health(fed).fault  # type: ignore[union-attr]
+    assert verify.verify_process(process_id=fed).ok  # the result a clean replay records
 
 
 @pytest.mark.django_db
@@ -513,7 +550,7 @@ def test_a_bad_spawn_tag_fails_the_spawn(fed_wasm: bytes, node_keys: None, tag: 
     item = factories.spawn_item(owner, module=module, extra=[*extra, (tag, bad)])
     services.su_schedule(raw=item.serialize())
     info = send(owner, item.id, "Info")
-    evaluation.cu_evaluate_pending(process_id=item.id)
+    batch.evaluate_pending(process_id=item.id)
     spawn_result = models.Result.objects.get(process_id=item.id, nonce=0)
     assert message in spawn_result.error
     assert "not initialised" in models.Result.objects.get(process_id=item.id, message_id=info).error

@@ -19,7 +19,7 @@ from ao.permaweb.wallet import Ed25519Key, Wallet
 from ledger.models import Token
 from ledger.services import ledger_bootstrap
 from tests import factories
-from web import selectors
+from web import projection, selectors
 from web import services as web_services
 
 WALLET_POOL_SIZE = 6
@@ -81,8 +81,18 @@ def stand_in_fed(ledgers: dict[str, str], probe_module: str, monkeypatch: pytest
 
 
 def settle() -> None:
-    """Evaluate every process with pending messages and deliver pushes until nothing moves."""
+    """Evaluate every process with pending messages and deliver pushes until nothing moves, then project."""
     node_settle()
+    project()
+
+
+def project() -> None:
+    """What a worker does after each commit (ao's results_committed): bring the read models up to the log.
+
+    Inside a test's transaction nothing commits, so on-commit work never runs by itself."""
+    fed = selectors.fed_process_id()
+    if fed:
+        projection.project_fed(fed_process_id=fed)
 
 
 def war_balance(address: str) -> int:
@@ -109,7 +119,10 @@ def out(target: str, data: str = "", **tags: str) -> dict[str, Any]:
 
 class FedLog:
     """A synthetic Fed: real scheduled input messages (so nonces, timestamps and input tags are real) and
-    hand-written results carrying the Petition-* messages of policy/PROTOCOL.md."""
+    hand-written results carrying the Petition-* messages of policy/PROTOCOL.md. Each result is projected as a
+    worker would after its commit, unless ``follow`` is off (the projection's own tests drive it by hand)."""
+
+    follow = True
 
     def __init__(self) -> None:
         self.key = Ed25519Key.generate()
@@ -123,6 +136,8 @@ class FedLog:
             process_id=self.pid, nonce=nonce, message_id=message_id, gas_used=0, state_hash="0" * 64, error=error,
             body={"Messages": [] if error else messages, "Output": "", "Error": error or None},
         )
+        if self.follow:
+            project()
 
     def step(self, action: str, tags: dict[str, str], messages: list[dict[str, Any]], error: str = "") -> str:
         """Schedule one input message and record the result the Fed would have produced."""

@@ -46,6 +46,12 @@ def _populate(log: FedLog) -> dict[str, str]:
     }
 
 
+
+@pytest.fixture(autouse=True)
+def _projection_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests run the projection themselves and count what it applies."""
+    monkeypatch.setattr(FedLog, "follow", False)
+
 def test_petition_messages_become_petitions_votes_and_grants(fed_log: FedLog) -> None:
     ids = _populate(fed_log)
     applied = projection.project_fed(fed_process_id=fed_log.pid)

@@ -13,7 +13,7 @@ from ao.errors import AoError
 class Command(BaseCommand):
     """AO node administration."""
 
-    help = ("AO node administration: init, module, evaluate, verify. Ids may start with '-': "
+    help = ("AO node administration: init, module, evaluate, status, verify. Ids may start with '-': "
             "put `--` before them (manage.py ao verify -- -AbC...).")
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -24,6 +24,8 @@ class Command(BaseCommand):
         evaluate = sub.add_parser("evaluate", help="evaluate pending messages now (one process, or --all)")
         evaluate.add_argument("process", nargs="?", help="process id")
         evaluate.add_argument("--all", action="store_true", help="every process with unevaluated messages")
+        status = sub.add_parser("status", help="each process's compute status: evaluated, pending, faults, stalled")
+        status.add_argument("process", nargs="?", help="process id (default: every process)")
         module = sub.add_parser("module", help="build a process module from Python source and publish it")
         module.add_argument("source", help="directory holding process_main.py")
         module.add_argument("--name", help="Name tag (default: the directory name)")
@@ -35,6 +37,8 @@ class Command(BaseCommand):
             self._verify(options["process"])
         elif action == "evaluate":
             self._evaluate(options["process"], options["all"])
+        elif action == "status":
+            self._status(options["process"])
         elif action == "module":
             self._module(options["source"], options["name"], options["tag"])
         elif action == "init":
@@ -66,19 +70,40 @@ class Command(BaseCommand):
         )
 
     def _evaluate(self, process_id: str | None, every: bool) -> None:
-        from ao import evaluation, models
+        from ao import models
+        from ao.compute import batch
 
         if every == bool(process_id):
             raise CommandError("give a process id or --all, not both")
         ids = [process_id] if process_id else list(models.Process.objects.values_list("id", flat=True))
         for pid in ids:
-            try:
-                count = evaluation.cu_evaluate_pending(process_id=pid)
-            except AoError as exc:
-                self.stderr.write(f"{pid}: {exc}")
-                continue
-            if count:
-                self.stdout.write(f"{pid}: evaluated {count}")
+            report = batch.evaluate_process(process_id=pid, budget_s=None, force=True)
+            if report.busy:
+                self.stderr.write(f"{pid}: another worker is evaluating it")
+            if report.fault:
+                self.stderr.write(f"{pid}: not evaluated, a fault of this node (retried later): {report.fault}")
+            if report.evaluated:
+                self.stdout.write(f"{pid}: evaluated {report.evaluated}")
+
+    def _status(self, process_id: str | None) -> None:
+        from ao.compute import health
+
+        rows = [health.process_health(process_id)] if process_id else health.all_health()
+        if process_id and rows[0] is None:
+            raise CommandError(f"no process {process_id} here")
+        stalled = 0
+        for h in rows:
+            assert h is not None
+            line = (f"{h.process_id}  {h.state:<10}  evaluated {h.evaluated}/{h.scheduled}  "
+                    f"pending pushes {h.pending_pushes}")
+            if h.fault:
+                since = h.fault_since.isoformat(timespec="seconds") if h.fault_since else "?"
+                retry = h.retry_at.isoformat(timespec="seconds") if h.retry_at else "?"
+                line += f"\n    fault x{h.fault_count} since {since}, next try {retry}: {h.fault}"
+            stalled += h.stalled
+            self.stdout.write(line)
+        if stalled:
+            raise CommandError(f"{stalled} process(es) stalled")
 
     def _module(self, source: str, name: str | None, tags: list[str]) -> None:
         from pathlib import Path

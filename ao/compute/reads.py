@@ -1,0 +1,115 @@
+"""What the compute unit's HTTP endpoints answer: recorded results, and dry-runs that change nothing.
+
+The web tier never evaluates a process's log: ``wait_for_result`` asks for evaluation and waits, within a
+deadline, for a worker to commit the result. A dry-run does run the module, on a throwaway instance against
+the last committed state, with its own wall-clock deadline and a fuel cap, and writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+from celery import current_app
+
+from ao import dispatch, models
+from ao.compute import batch
+from ao.compute.context import process_context
+from ao.compute.message import error_body, load_module
+from ao.effects.compute import component_runtime
+from ao.effects.process_state import BatchState
+from ao.effects.stores import embedded_store
+from ao.effects.wasm_runtime import CallContext
+from ao.errors import HostFault, InvalidMessage, NotEvaluable, NotYetEvaluated
+from ao.modules import CORE64_FORMAT
+from ao.units import cu
+
+RESULT_WAIT_S = 30.0
+RESULT_POLL_S = 0.1
+MAX_DRY_RUN_BYTES = 100 * 1024
+DRY_RUN_WALL_S = 10.0
+DRY_RUN_FUEL = 100_000_000_000  # about a minute of interpreter work at most, whatever the process allows
+
+
+def result_json(result: models.Result) -> dict[str, Any]:
+    """A stored result in AO's shape, with GasUsed."""
+    body = dict(result.body)
+    body["GasUsed"] = result.gas_used
+    return body
+
+
+def wait_for_result(*, process_id: str, message_id: str, wait_s: float = RESULT_WAIT_S) -> models.Result:
+    """The result of a scheduled message; if a worker has not committed it yet, ask for it and wait (bounded)."""
+    assignment = models.Assignment.objects.filter(process_id=process_id, message__id=message_id).first()
+    if assignment is None:
+        raise NotEvaluable(f"message {message_id} is not scheduled on process {process_id}")
+    deadline = time.monotonic() + wait_s
+    asked = False
+    while True:
+        found = models.Result.objects.filter(process_id=process_id, nonce=assignment.nonce).first()
+        if found is not None:
+            return found
+        if not asked:
+            if current_app.conf.task_always_eager:  # no workers (tests, one-process setups): evaluate here, bounded
+                batch.evaluate_process(process_id=process_id, budget_s=wait_s)
+            else:
+                dispatch.request_evaluation(process_id)
+            asked = True
+            continue
+        if time.monotonic() >= deadline:
+            raise NotYetEvaluated(
+                f"message {message_id} (nonce {assignment.nonce}) is not evaluated yet; "
+                f"the process is busy or stalled — ask again later")
+        time.sleep(RESULT_POLL_S)
+
+
+def dry_run(*, process_id: str, message: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate an unsigned message against the process's committed state; nothing is written."""
+    if not models.Process.objects.filter(id=process_id).exists():
+        raise NotEvaluable(f"no process {process_id}")
+    tags = message.get("Tags") or []
+    if not isinstance(tags, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("value"), str) for t in tags
+    ):
+        raise InvalidMessage("Tags must be a list of {name, value} strings")
+    owner = message.get("Owner") or message.get("From") or ""
+    if not isinstance(owner, str):
+        raise InvalidMessage("Owner must be a string")
+    data = message.get("Data", "")
+    cursor = models.Evaluation.objects.filter(process_id=process_id).first()
+    now_ms = int(time.time() * 1000)  # a dry-run is not part of any history
+    msg = {
+        "Id": str(message.get("Id") or ""), "Signature": "", "Owner": owner, "From": owner, "Target": process_id,
+        "Anchor": str(message.get("Anchor") or ""), "Data": data if isinstance(data, str) else json.dumps(data),
+        "Tags": [t for t in tags if t["name"] not in cu.STRIPPED_FROM_USERS], "Epoch": 0,
+        "Nonce": cursor.next_nonce if cursor else 0, "Timestamp": now_ms,
+        "Block-Height": embedded_store().block_height(), "Hash-Chain": "", "Cron": False,
+    }
+    pctx = process_context(process_id)
+    if pctx.invalid or pctx.module_format == CORE64_FORMAT:
+        body = error_body(pctx.invalid or "dry-run is not offered for core (memory64) processes")
+        body["GasUsed"] = 0
+        return body
+    runtime = component_runtime()
+    state = BatchState(process_id)
+    ctx = CallContext(state=state, seed=hashlib.sha256(f"dry-run/{now_ms}".encode()).digest(), timestamp_ms=now_ms)
+    component = runtime.component(pctx.module_id, lambda: load_module(pctx.module_id))
+    try:
+        outcome = runtime.call(component, cu.canonical(msg).decode("utf-8"), pctx.env_json, ctx,
+                               fuel=min(pctx.fuel, DRY_RUN_FUEL), memory_limit=pctx.memory_limit, instance_key=None,
+                               timeout_s=DRY_RUN_WALL_S)
+    except HostFault as exc:
+        raise NotYetEvaluated(f"the dry-run could not finish on this node: {exc}") from exc
+    finally:
+        state.rollback_message()
+    if outcome.error is not None or outcome.output is None:
+        body = error_body(outcome.error or "the module returned no result")
+    else:
+        try:
+            body, _ = cu.normalize_result(outcome.output)
+        except cu.ResultError as exc:
+            body = error_body(str(exc))
+    body["GasUsed"] = outcome.gas_used
+    return body
