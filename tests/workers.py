@@ -32,21 +32,47 @@ def new_queue() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
-def start_worker(queue: str, log_path: Path) -> subprocess.Popen[bytes]:
-    """A solo-pool worker consuming `queue`, writing its log to log_path."""
-    env = {
+def _environ(queue: str, env: dict[str, str] | None) -> dict[str, str]:
+    return {
         **os.environ,
         "DATABASE_URL": database_url(),
         "CELERY_QUEUE": queue,
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "CELERY_TASK_ALWAYS_EAGER": "0",
+        **(env or {}),
     }
+
+
+def start_worker(queue: str, log_path: Path, *, pool: str = "solo",
+                 env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """A worker consuming `queue` (solo pool, or prefork with one child as scripts/run starts it), logging to
+    log_path."""
+    environ = _environ(queue, env)
+    command = [sys.executable, "-m", "celery", "-A", "llamafed", "worker", f"--pool={pool}", "--without-gossip",
+               "--without-mingle", "--without-heartbeat", "--loglevel=INFO"]
+    if pool == "prefork":
+        command.append("--concurrency=1")
     with log_path.open("ab") as log:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "llamafed", "worker", "--pool=solo", "--without-gossip",
-             "--without-mingle", "--without-heartbeat", "--loglevel=INFO"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
+        return subprocess.Popen(command, cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT)
+
+
+def start_beat(queue: str, log_path: Path, *, sweep_s: int = 2,
+               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Celery beat sending the sweeper (and the projection) to `queue` every `sweep_s` seconds."""
+    environ = {**_environ(queue, env), "AO_SWEEP_S": str(sweep_s)}
+    command = [sys.executable, "-m", "celery", "-A", "llamafed", "beat", "--loglevel=INFO",
+               f"--schedule={log_path.with_suffix('.schedule')}"]
+    with log_path.open("ab") as log:
+        return subprocess.Popen(command, cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT)
+
+
+def children(pid: int) -> list[int]:
+    """The pool processes of a prefork worker (the children of its main process)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:

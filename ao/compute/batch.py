@@ -319,7 +319,8 @@ def _core_at(pctx: ProcessContext, next_nonce: int) -> CoreProcess:
     )
     start = checkpoint.nonce + 1 if checkpoint else 0
     recorded = {
-        r.nonce: r for r in models.Result.objects.filter(process_id=pctx.process_id, nonce__gte=start, nonce__lt=next_nonce)
+        r.nonce: r
+        for r in models.Result.objects.filter(process_id=pctx.process_id, nonce__gte=start, nonce__lt=next_nonce)
     }
     replay = models.Assignment.objects.filter(
         process_id=pctx.process_id, nonce__gte=start, nonce__lt=next_nonce

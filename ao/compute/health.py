@@ -39,7 +39,8 @@ def record_fault(process_id: str, fault: BaseException) -> int:
     """Note a fault of this node for the process and when to retry; return how many happened in a row."""
     text = f"{type(fault).__name__}: {fault}"[:MAX_FAULT_CHARS]
     now = timezone.now()
-    row = models.Evaluation.objects.filter(process_id=process_id).values("fault_count", "fault_at", "stalled_at").first()
+    row = (models.Evaluation.objects.filter(process_id=process_id)
+           .values("fault_count", "fault_at", "stalled_at").first())
     count = (row["fault_count"] if row else 0) + 1
     stalled = row["stalled_at"] if row else None
     if stalled is None and count >= STALL_AFTER:

@@ -15,6 +15,7 @@ import threading
 import uuid
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.models import Q
 from django.utils import timezone
@@ -24,8 +25,11 @@ from ao.units import cu
 
 log = logging.getLogger(__name__)
 
-LEASE_S = 30.0  # how long a silent holder keeps a process: a killed worker's process waits at most this long
-RENEW_S = 10.0
+
+
+def lease_s() -> float:
+    """How long a silent holder keeps a process (settings.AO["LEASE_S"]): a killed worker's process waits this long."""
+    return float(settings.AO["LEASE_S"])
 
 
 def new_holder() -> str:
@@ -35,7 +39,7 @@ def new_holder() -> str:
 
 def expiry() -> object:
     """When a lease taken or renewed now runs out."""
-    return timezone.now() + timedelta(seconds=LEASE_S)
+    return timezone.now() + timedelta(seconds=lease_s())
 
 
 def claim(process_id: str, holder: str) -> bool:
@@ -70,8 +74,8 @@ def release(process_id: str, holder: str) -> None:
 class Keeper:
     """Renews a lease from a thread while a batch runs; ``lost`` turns True if another worker took it."""
 
-    def __init__(self, process_id: str, holder: str, *, every_s: float = RENEW_S) -> None:
-        self.process_id, self.holder, self.every_s = process_id, holder, every_s
+    def __init__(self, process_id: str, holder: str) -> None:
+        self.process_id, self.holder, self.every_s = process_id, holder, lease_s() / 3
         self.lost = False
         self._stop = threading.Event()
         # Inside an enclosing transaction (a caller's atomic block) the claim itself is not visible to others,

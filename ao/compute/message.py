@@ -116,9 +116,10 @@ def evaluate_message(
     instance_key: str | None,
     fresh: bool,
     admissions: weavedrive.Admissions | None = None,
-    timeout_s: float = MESSAGE_WALL_S,
+    timeout_s: float | None = None,
 ) -> Evaluated:
     """Evaluate one scheduled message of a component process against `state`."""
+    timeout_s = timeout_s or MESSAGE_WALL_S
     item, msg_json = message_json_for(pctx, assignment)
     if pctx.invalid:
         return _outcome(pctx, assignment, item, previous_hash, body=None, error=pctx.invalid, gas=0, logs=(),
@@ -164,9 +165,10 @@ def evaluate_message(
 
 def evaluate_core_message(
     core: CoreProcess, pctx: ProcessContext, assignment: models.Assignment, previous_hash: str, *,
-    timeout_s: float = MESSAGE_WALL_S,
+    timeout_s: float | None = None,
 ) -> Evaluated:
     """Evaluate one message of a core (memory64) process; its state is the live memory."""
+    timeout_s = timeout_s or MESSAGE_WALL_S
     item, msg_json = message_json_for(pctx, assignment)
     if pctx.invalid:
         return _outcome(pctx, assignment, item, previous_hash, body=None, error=pctx.invalid, gas=0, logs=(),

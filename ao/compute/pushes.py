@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -32,7 +33,6 @@ from ao.units import mu
 
 log = logging.getLogger(__name__)
 
-CLAIM_S = 60.0  # a claimed row is retried after this if its worker dies before marking it
 CHUNK = 200  # pushes delivered per transaction
 MAX_ATTEMPTS = 5
 DELIVER_LIMIT = 5000  # rows one delivery run takes before it asks for another run (fairness between processes)
@@ -64,6 +64,11 @@ class DeliveryReport:
                               self.failed + other.failed, self.retrying + other.retrying, other.more)
 
 
+def _claim_s() -> float:
+    """How long a delivery claim lasts: a row is retried after this if its worker dies before marking it."""
+    return float(settings.AO["CLAIM_S"])
+
+
 def _unclaimed() -> Q:
     return Q(claimed_until__isnull=True) | Q(claimed_until__lt=timezone.now())
 
@@ -81,7 +86,7 @@ def deliver_pending(*, process_id: str | None = None, limit: int = DELIVER_LIMIT
         if not ids:
             return report
         models.Push.objects.filter(_unclaimed(), id__in=ids, state=models.Push.State.PENDING).update(
-            claimed_by=holder, claimed_until=timezone.now() + timedelta(seconds=CLAIM_S), attempts=F("attempts") + 1
+            claimed_by=holder, claimed_until=timezone.now() + timedelta(seconds=_claim_s()), attempts=F("attempts") + 1
         )
         rows = list(models.Push.objects.filter(id__in=ids, claimed_by=holder, state=models.Push.State.PENDING)
                     .select_related("process").order_by("process_id", "nonce", "index"))
@@ -127,7 +132,7 @@ def _deliver(rows: list[models.Push]) -> DeliveryReport:
         for row in failed:
             row.state = models.Push.State.FAILED
         for row in retrying:  # the claim runs out and the row is tried again
-            row.claimed_until = now + timedelta(seconds=CLAIM_S * row.attempts)
+            row.claimed_until = now + timedelta(seconds=_claim_s() * row.attempts)
         for row in rows:
             row.item_id, row.raw, row.claimed_by = items[row.id].id, items[row.id].serialize(), ""
             if row.state != models.Push.State.PENDING:

@@ -3,8 +3,9 @@
 Run periodically (Celery beat, every ``settings.AO["SWEEP_S"]``) and when a worker starts. It re-queues:
 
 - evaluation of every process whose log runs past its cursor, that nobody holds a live lease on, whose queue
-  mark is absent or older than ``QUEUE_GRACE_S`` (the task was lost: a broker outage, a worker killed after
-  fetching it, the filesystem broker deleting a task when it is fetched), and whose fault backoff is over;
+  mark is absent or older than the grace (``settings.AO["QUEUE_GRACE_S"]``: the task was lost to a broker
+  outage, a worker killed after fetching it, or the filesystem broker, which deletes a task when it is
+  fetched), and whose fault backoff is over;
 - delivery of every process with pending pushes that nobody has claimed, older than the grace.
 
 Asking twice is harmless: tasks are idempotent and the lease lets one worker in.
@@ -15,12 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
 from ao import dispatch, models
-
-QUEUE_GRACE_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,10 @@ class SweepReport:
     deliveries: tuple[str, ...]
 
 
-def sweep(*, grace_s: float = QUEUE_GRACE_S) -> SweepReport:
+def sweep(*, grace_s: float | None = None) -> SweepReport:
     """Re-queue lost evaluation and delivery work; return the processes it asked for."""
+    if grace_s is None:
+        grace_s = float(settings.AO["QUEUE_GRACE_S"])
     now = timezone.now()
     stale = now - timedelta(seconds=grace_s)
     unleased = Q(lease_holder="") | Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)

@@ -26,7 +26,7 @@ from ao import models
 from ao.effects.stores import embedded_store
 from ao.permaweb import merkle
 from ao.errors import HostUnavailable
-from ao.permaweb.store import ChunkVerificationError, NotFound, Store, StoreError, StoreUnavailable
+from ao.permaweb.store import ChunkVerificationError, NotFound, Store, StoreError
 from ao.units import weavedrive as wd
 
 FUEL_PER_KIB = 100  # host work charged per KiB read, a fixed rule

@@ -31,6 +31,9 @@ MAX_PUSH_BYTES = 100 * 1024
 PUSH_SIGNATURE_BYTES = 64
 PUSH_OWNER_BYTES = 32
 _ID_PLACEHOLDER = "x" * su.ID_LENGTH  # every id the messenger adds is 43 characters
+# A pushed message carries at most this many tags of the process's own: the messenger adds six, and this keeps
+# a margin under ANS-104's 128 for what a receiving process may forward on.
+MAX_OUTBOX_TAGS = 100
 
 
 class OutboxError(ValueError):
@@ -54,6 +57,8 @@ class OutboxMessage:
         raw_tags = msg.get("Tags") or []
         if not isinstance(raw_tags, list):
             raise OutboxError("Tags must be a list of {name, value}")
+        if len(raw_tags) > MAX_OUTBOX_TAGS:
+            raise OutboxError(f"it has {len(raw_tags)} tags; a pushed message carries at most {MAX_OUTBOX_TAGS}")
         tags = []
         for tag in raw_tags:
             if not isinstance(tag, Mapping) or not isinstance(tag.get("name"), str) or not isinstance(

@@ -162,7 +162,7 @@ def _message(*, tags: list[tuple[str, str]] | None = None, data: str = "", targe
 
 
 @pytest.mark.parametrize(("message", "reason"), [
-    (_message(tags=[(f"X-{i}", "v") for i in range(123)]), "over the ANS-104 limit of 128"),
+    (_message(tags=[(f"X-{i}", "v") for i in range(101)]), "carries at most 100"),
     (_message(tags=[(f"X-{i}", "v" * 380) for i in range(11)]), "4096-byte limit"),
     (_message(data="x" * 200 * 1024), "the scheduler takes at most 102400"),
     (_message(target="not-an-id"), "no valid Target"),

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ao import models, services
+from ao import models
 from ao.compute import batch, pushes
 from ao.permaweb.wallet import Ed25519Key
 from tests.ao.test_cu import send, spawn, tags_of

@@ -48,6 +48,21 @@ def loop(ctx: Context) -> None:
         n += 1
 
 
+@process.on("Work")
+def work(ctx: Context) -> None:
+    """A bounded amount of interpreter work (the fuel it takes depends on how warm the interpreter is)."""
+    total = 0
+    for i in range(int(ctx.msg.tag("N", "1000") or "1000")):
+        total += len(str(i * 7)) + len({"k": i})
+    ctx.print(str(total))
+
+
+@process.on("Send-Big")
+def send_big(ctx: Context) -> None:
+    """An outbox message of Size bytes (more than any message the scheduler takes in)."""
+    ctx.send(ctx.msg.tag("To", "") or ctx.msg.sender, [("Action", "Big")], "x" * int(ctx.msg.tag("Size", "0") or "0"))
+
+
 @process.on("Alloc")
 def alloc(ctx: Context) -> None:
     ctx.put("k", "allocating")
