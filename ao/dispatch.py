@@ -33,6 +33,8 @@ def enqueue(task_name: str, *args: object) -> None:
     def send() -> None:
         from celery import current_app
 
+        if task_name not in current_app.tasks:  # outside a worker the task modules load on first use
+            current_app.loader.import_default_modules()
         current_app.tasks[task_name].apply_async(args=args)
 
     send.__qualname__ = f"enqueue {task_name}{args!r}"  # what a failed send is logged as
@@ -44,6 +46,10 @@ def request_evaluation(process_id: str, *, force: bool = False) -> bool:
     marks = models.Evaluation.objects.filter(process_id=process_id)
     if not force:
         marks = marks.filter(queued_at__isnull=True)
+        # Look before writing: in a stream the mark is usually set, and a plain read takes no row lock that a
+        # committing worker would have to wait for.
+        if not marks.exists():
+            return False
     if not marks.update(queued_at=timezone.now()):
         return False
     enqueue(EVALUATE_TASK, process_id)
@@ -55,6 +61,8 @@ def request_delivery(process_id: str, *, force: bool = False) -> bool:
     marks = models.Evaluation.objects.filter(process_id=process_id)
     if not force:
         marks = marks.filter(delivery_queued_at__isnull=True)
+        if not marks.exists():
+            return False
     if not marks.update(delivery_queued_at=timezone.now()):
         return False
     enqueue(DELIVER_TASK, process_id)

@@ -143,10 +143,10 @@ class Push(models.Model):
     nonce = models.BigIntegerField()
     index = models.PositiveIntegerField()
     target = models.CharField(max_length=43)
-    message = models.JSONField(null=True, help_text="the outbox message: {Target, Tags, Data}")
     pushed_for = models.CharField(max_length=43, blank=True)
     item_id = models.CharField(max_length=43, unique=True, null=True)
-    raw = models.BinaryField(null=True, help_text="the signed item, once built")
+    raw = models.BinaryField(null=True, help_text="the signed item (rows of earlier versions; now built at delivery "
+                                                  "from the result's outbox, and kept in the store)")
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)

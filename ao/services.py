@@ -142,15 +142,9 @@ def _bulk_assign(
             out[index] = UnknownProcess(f"no process {schedulable.process_id} on this scheduler")
         else:
             accepted.append((index, item, locked[schedulable.process_id]))
-    entries = [store.entry_for(item, block=latest) for _, item, _ in accepted]
-    models.Entry.objects.bulk_create(entries)
+    entries = store.save_items([item for _, item, _ in accepted], block=latest)
     models.Process.objects.bulk_create(new_processes)
     models.Evaluation.objects.bulk_create(_new_cursor(p.id) for p in new_processes)
-    models.EntryTag.objects.bulk_create(
-        models.EntryTag(entry=entry, position=i, name=name, value=value)
-        for entry, (_, item, _) in zip(entries, accepted)
-        for i, (name, value) in enumerate(item.tags)
-    )
     assignments = [
         _next_slot(process, entry, key, latest or 0) for entry, (_, _, process) in zip(entries, accepted)
     ]

@@ -1,5 +1,6 @@
-"""Ledger transfers per second end to end (scheduled, evaluated in WebAssembly, committed) vs the same
-handler run natively in Python, in one run; then replay-verify speed.
+"""Ledger transfers per second end to end (scheduled, evaluated in WebAssembly, committed with their notices
+recorded) vs the same handler run natively in Python, in one run; the notices' delivery rate and latency;
+then replay-verify speed.
 
     .venv/bin/python bench/transfers.py [N] [BATCH]  # SQLite; BATCH items per scheduling transaction
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/x .venv/bin/python bench/transfers.py [N]
@@ -22,7 +23,9 @@ def main() -> None:
     django_ready()
     from django.db import connection
 
-    from ao import evaluation, services, verify
+    from ao import services, verify
+    from ao.compute import batch, pushes
+    from ao.compute.context import process_context
     from ao.effects import keys
     from ao.permaweb import dataitem
     from ao.permaweb.wallet import Ed25519Key
@@ -43,6 +46,7 @@ def main() -> None:
 
     services.su_schedule(raw=message([("Action", "Mint"), ("Quantity", str(10**15))]))
     batch.evaluate_pending(process_id=pid)  # warm: compile (cached), instance, spawn, mint
+    pushes.deliver_pending()
     recipients = [Ed25519Key.generate().address for _ in range(50)]
     # Users sign their own messages: signing is not part of the unit's work.
     raws = [message([("Action", "Transfer"), ("Recipient", recipients[i % 50]), ("Quantity", "1")]) for i in range(N)]
@@ -61,10 +65,13 @@ def main() -> None:
     for start in range(0, N, max(BATCH, 1)):
         out = services.su_schedule_batch(raws=raws[start:start + max(BATCH, 1)])
         assert all(not isinstance(a, Exception) for a in out)
-    evaluator.wait(timeout=600)
+    while m.Result.objects.filter(process_id=pid).count() < N + 2:
+        time.sleep(0.01)
     tp1 = time.perf_counter()
-    assert m.Result.objects.filter(process_id=pid).count() == N + 2
-    pipelined = N / (tp1 - tp0)
+    evaluator.wait(timeout=600)
+    tp2 = time.perf_counter()
+    pipelined, pipelined_delivered = N / (tp1 - tp0), N / (tp2 - tp0)
+    latencies = sorted(_delivery_latencies_ms(pid))
 
     # Serial phases on a second process, each timed alone.
     spawn2 = dataitem.create_data_item(owner, b"", tags=[
@@ -74,6 +81,7 @@ def main() -> None:
     pid = spawn2.id
     services.su_schedule(raw=message([("Action", "Mint"), ("Quantity", str(10**15))]))
     batch.evaluate_pending(process_id=pid)
+    pushes.deliver_pending()
     raws = [message([("Action", "Transfer"), ("Recipient", recipients[i % 50]), ("Quantity", "1")]) for i in range(N)]
 
     t0 = time.perf_counter()
@@ -88,6 +96,9 @@ def main() -> None:
     evaluated = batch.evaluate_pending(process_id=pid)
     t2 = time.perf_counter()
     assert evaluated == N, evaluated
+    delivered = pushes.deliver_pending(process_id=pid, limit=10 * N)
+    t2d = time.perf_counter()
+    assert delivered.stored == 2 * N, delivered  # a Debit-Notice and a Credit-Notice per transfer, to wallets
 
     # Baseline: the same handler, natively, over the same message and env JSON, with a dict host.
     sys.path[:0] = [str(ROOT / "ledger" / "process"), str(ROOT / "ao" / "sdk")]
@@ -114,7 +125,7 @@ def main() -> None:
         def log(self, line: str) -> None:
             pass
 
-    pctx = evaluation.process_context(pid)
+    pctx = process_context(pid)
     from ao.units import cu
 
     inputs = []
@@ -145,6 +156,10 @@ def main() -> None:
         "evaluate_commit_per_s": round(wasm_only),
         "end_to_end_serial_per_s": round(end_to_end),
         "end_to_end_pipelined_per_s": round(pipelined),
+        "pipelined_with_notices_delivered_per_s": round(pipelined_delivered),
+        "notices_delivered_per_s": round(2 * N / (t2d - t2)),
+        "pipelined_notice_latency_ms": {"p50": _pct(latencies, 50), "p99": _pct(latencies, 99),
+                                        "max": latencies[-1] if latencies else None},
         "native_handler_per_s": round(native_per_s),
         "evaluate_vs_native_ratio": round(native_per_s / wasm_only, 2),
         "pipelined_vs_native_ratio": round(native_per_s / pipelined, 2),
@@ -159,14 +174,34 @@ def _database_url(connection: object) -> str:
     return f"postgres://{db['USER']}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
 
 
+def _delivery_latencies_ms(pid: str) -> list[int]:
+    """For every notice of the process: ms from its transfer's assignment to the notice's delivery."""
+    from ao import models
+
+    scheduled = dict(models.Assignment.objects.filter(process_id=pid).values_list("nonce", "timestamp"))
+    return [int(at.timestamp() * 1000) - scheduled[nonce]
+            for nonce, at in models.Push.objects.filter(process_id=pid).values_list("nonce", "delivered_at")
+            if at is not None]
+
+
+def _pct(values: list[int], q: int) -> int | None:
+    return values[min(len(values) - 1, len(values) * q // 100)] if values else None
+
+
 def evaluate_until(pid: str, total: int) -> None:
-    """The evaluator process: evaluate as messages arrive until `total` results exist."""
+    """The worker process: evaluate as messages arrive, and deliver the notices, until all is done."""
     os.environ["LLAMAFED_BENCH_CHILD"] = "1"
     django_ready()
-    from ao import evaluation, models
+    from ao import models
+    from ao.compute import batch, pushes
 
-    while models.Result.objects.filter(process_id=pid).count() < total:
-        if batch.evaluate_pending(process_id=pid) == 0:
+    while True:
+        done = models.Result.objects.filter(process_id=pid).count() >= total
+        evaluated = batch.evaluate_process(process_id=pid, force=True).evaluated
+        report = pushes.deliver_pending(process_id=pid)
+        if done and not evaluated and not (report.delivered or report.stored):
+            return
+        if not evaluated and not report.stored:
             time.sleep(0.005)
 
 

@@ -45,21 +45,34 @@ def user_key() -> Ed25519Key:
     return Ed25519Key.generate()
 
 
-def record_outbox(process_id: str, nonce: int, messages: Sequence[object]) -> list[object]:
-    """Record pushes as a committed result of message `nonce` with this outbox would (its Push rows, by index)."""
+def record_outbox(process_id: str, nonce: int, messages: Sequence[object], *, catch_up: bool = False) -> list[object]:
+    """Commit message `nonce` as evaluated with this outbox, as the compute unit would: its result, the cursor, and
+    its Push rows (returned by index). The message must be the next one the cursor waits for; with `catch_up`, the
+    messages before it are first committed with empty outboxes."""
     from django.db import transaction
 
     from ao import models
     from ao.compute import pushes
     from ao.compute.message import Evaluated
-    from ao.units import mu
+    from ao.units import cu, mu
 
+    if catch_up:
+        for earlier in range(models.Evaluation.objects.get(process_id=process_id).next_nonce, nonce):
+            record_outbox(process_id, earlier, [])
     assignment = models.Assignment.objects.select_related("message").get(process_id=process_id, nonce=nonce)
     item = dataitem.parse(bytes(assignment.message.raw))
     outbox = tuple(m if isinstance(m, mu.OutboxMessage) else mu.OutboxMessage.from_json(m) for m in messages)
     root = mu.pushed_for(item.tags, item.id, item.owner_address == keys.messenger_key().address)
-    evaluated = Evaluated(nonce=nonce, message_id=item.id, body={}, error="", gas_used=0, state_hash="", logs=(),
-                          outbox=outbox, pushed_for=root)
+    body = {"Messages": [m.to_json() for m in outbox], "Spawns": [], "Assignments": [], "Output": ""}
     with transaction.atomic():
+        cursor = models.Evaluation.objects.select_for_update().get(process_id=process_id)
+        assert cursor.next_nonce == nonce, f"the cursor waits for nonce {cursor.next_nonce}, not {nonce}"
+        state_hash = cu.next_state_hash(cursor.state_hash, nonce, {}, body)
+        models.Result.objects.create(process_id=process_id, nonce=nonce, message_id=item.id, body=body, error="",
+                                     gas_used=0, state_hash=state_hash)
+        models.Evaluation.objects.filter(process_id=process_id).update(next_nonce=nonce + 1, state_hash=state_hash,
+                                                                      window_start=nonce + 1)
+        evaluated = Evaluated(nonce=nonce, message_id=item.id, body=body, error="", gas_used=0,
+                              state_hash=state_hash, logs=(), outbox=outbox, pushed_for=root)
         pushes.record(process_id=process_id, results=[evaluated])
     return list(models.Push.objects.filter(process_id=process_id, nonce=nonce).order_by("index"))

@@ -37,7 +37,7 @@ def test_worker_delivers_pushes_sent_through_the_broker(node_keys: None, real_br
     services.su_schedule(raw=target.serialize())
     nonce = services.su_schedule(raw=factories.message_item(owner, source.id).serialize()).nonce
     outbox = [mu.OutboxMessage(target=target.id, tags=(("Action", "Hi"),), data=b"") for _ in range(3)]
-    factories.record_outbox(source.id, nonce, outbox)
+    factories.record_outbox(source.id, nonce, outbox, catch_up=True)
     log = tmp_path / "worker.log"
     worker = workers.start_worker(real_broker, log)
     try:
@@ -158,7 +158,7 @@ def test_a_child_killed_during_the_last_delivery_loses_no_push(
     outbox = [mu.OutboxMessage(target=wallets[i % 50], tags=(("Action", "Notice"), ("N", str(i))), data=b"")
               for i in range(1500)]
     outbox.append(mu.OutboxMessage(target=target, tags=(("Action", "Last"),), data=b""))
-    factories.record_outbox(source, nonce, outbox)
+    factories.record_outbox(source, nonce, outbox, catch_up=True)
     log = tmp_path / "worker.log"
     worker = workers.start_worker(real_broker, log, pool="prefork", env=FAST_RECOVERY)
     beat = workers.start_beat(real_broker, tmp_path / "beat.log", env=FAST_RECOVERY)

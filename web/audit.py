@@ -8,10 +8,12 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from ao import dispatch
 from ao import models as ao_models
 from ao.permaweb import dataitem
 from web.models import VerifyRun
 
+VERIFY_TASK = "web.verify_run"
 MAX_TRACE_SCAN = 20_000  # results scanned per trace; the Fed's log is read newest first
 
 
@@ -71,11 +73,9 @@ def petition_trace(*, fed_process_id: str, petition_id: str) -> list[TraceRow]:
 
 def verify_request(*, user: Any, process_id: str) -> VerifyRun:
     """Record a staff member's request to replay a process, and queue it after the commit."""
-    from web import tasks
-
     with transaction.atomic():
         run = VerifyRun.objects.create(process_id=process_id, requested_by=user)
-        transaction.on_commit(lambda: tasks.verify_run.delay(run.id))
+        dispatch.enqueue(VERIFY_TASK, run.id)
     return run
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import OperationalError
 
-from web import projection, selectors
+from web import audit, projection, selectors
 
 
 @shared_task(name="web.project", acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True,
@@ -16,9 +16,7 @@ def project() -> int:
     return projection.project_fed(fed_process_id=fed) if fed else 0
 
 
-@shared_task(name="web.verify_run", acks_late=True)
+@shared_task(name=audit.VERIFY_TASK, acks_late=True)
 def verify_run(run_id: int) -> str:
     """Replay-verify a process for a staff member's request; safe to run twice."""
-    from web import audit
-
     return audit.verify_run(run_id=run_id).status

@@ -17,8 +17,11 @@ from ao.units import weavedrive as wd
 
 # An instance serves at most this many messages in a row (nonces [k*W, (k+1)*W)), then a fresh one starts;
 # an Error result also ends its window. The interpreter's work, and so the fuel a message uses, depends on the
-# instance's history: tying that history to nonces makes it the same on every node and every replay.
-INSTANCE_WINDOW = 64
+# instance's history: tying that history to nonces makes it the same on every node and every replay. A fresh
+# interpreter is slow for its first few dozen messages (CPython specialises code as it runs), so windows are
+# long; the price is paid only when a worker must rebuild a window (after a restart), re-running at most W-1
+# messages of ~1 ms each.
+INSTANCE_WINDOW = 1024
 # A process using the LLM extension runs every message on a fresh instance: a completion costs seconds,
 # instantiation milliseconds, and a window never has to be rebuilt by re-running completions.
 LLM_INSTANCE_WINDOW = 1

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from ao import dispatch, models, services
+from ao import models, services
 from ao.compute import lease
 from ao.compute.message import Evaluated
-from ao.effects import keys
+from ao.effects import bulk, keys
 from ao.effects.stores import embedded_store
 from ao.errors import DuplicateMessage
 from ao.permaweb import dataitem
@@ -40,13 +40,19 @@ DELIVER_LIMIT = 5000  # rows one delivery run takes before it asks for another r
 
 def record(*, process_id: str, results: Sequence[Evaluated]) -> int:
     """Record the outbox of committed results (call inside the batch's commit); return how many rows."""
-    rows = [
-        models.Push(process_id=process_id, nonce=r.nonce, index=index, target=message.target,
-                    message=message.to_json(), pushed_for=r.pushed_for)
-        for r in results for index, message in enumerate(r.outbox)
-    ]
-    models.Push.objects.bulk_create(rows, batch_size=1000)
+    rows = [(process_id, r.nonce, index, message.target, r.pushed_for)
+            for r in results for index, message in enumerate(r.outbox)]
+    if rows:
+        _insert_pending(rows)
     return len(rows)
+
+
+def _insert_pending(rows: list[tuple[str, int, int, str, str]]) -> None:
+    """Insert pending Push rows in one statement: the commit's hot path (two notices per ledger transfer)."""
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    bulk.insert_rows(models.Push, ("process_id", "nonce", "index", "target", "pushed_for", "state", "attempts",
+                                   "error", "claimed_by", "created_at"),
+                     [(*row, models.Push.State.PENDING, 0, "", "", now) for row in rows])
 
 
 @dataclass(frozen=True)
@@ -96,20 +102,31 @@ def deliver_pending(*, process_id: str | None = None, limit: int = DELIVER_LIMIT
     return DeliveryReport(report.delivered, report.stored, report.failed, report.retrying, more=True)
 
 
-def _item(row: models.Push, signer: object) -> dataitem.DataItem:
-    if row.raw:
-        return dataitem.parse(bytes(row.raw))
-    assert row.message is not None
-    return mu.build_push(
-        signer, process_id=row.process_id, module_id=row.process.module, nonce=row.nonce, index=row.index,  # type: ignore[arg-type]
-        pushed_for=row.pushed_for or row.process_id, message=mu.OutboxMessage.from_json(row.message),
-    )
+def _items(rows: list[models.Push]) -> dict[int, dataitem.DataItem]:
+    """The signed item of each row, built from its result's outbox message (the Result keeps the message)."""
+    signer = keys.messenger_key()
+    bodies = {}
+    for process_id in {r.process_id for r in rows}:
+        nonces = {r.nonce for r in rows if r.process_id == process_id}
+        for nonce, body in models.Result.objects.filter(process_id=process_id, nonce__in=nonces).values_list(
+                "nonce", "body"):
+            bodies[(process_id, nonce)] = body
+    items = {}
+    for row in rows:
+        if row.raw:  # built by an earlier version of the messenger
+            items[row.id] = dataitem.parse(bytes(row.raw))
+            continue
+        message = mu.OutboxMessage.from_json(bodies[(row.process_id, row.nonce)]["Messages"][row.index])
+        items[row.id] = mu.build_push(
+            signer, process_id=row.process_id, module_id=row.process.module, nonce=row.nonce, index=row.index,
+            pushed_for=row.pushed_for or row.process_id, message=message,
+        )
+    return items
 
 
 def _deliver(rows: list[models.Push]) -> DeliveryReport:
     """Deliver claimed rows: schedule or store each item and mark its row, all in one transaction."""
-    signer = keys.messenger_key()
-    items = {row.id: _item(row, signer) for row in rows}
+    items = _items(rows)
     local = set(models.Process.objects.filter(id__in={r.target for r in rows}).values_list("id", flat=True))
     now = timezone.now()
     delivered, stored, failed, retrying = [], [], [], []
@@ -117,7 +134,7 @@ def _deliver(rows: list[models.Push]) -> DeliveryReport:
         to_schedule = [row for row in rows if row.target in local]
         outcomes = services.su_assign_items(items=[items[r.id] for r in to_schedule]) if to_schedule else []
         for row, outcome in zip(to_schedule, outcomes):
-            if isinstance(outcome, models.Assignment) or isinstance(outcome, DuplicateMessage):
+            if isinstance(outcome, (models.Assignment, DuplicateMessage)):
                 delivered.append(row)
             else:
                 row.error = str(outcome)[:2000]
@@ -127,23 +144,33 @@ def _deliver(rows: list[models.Push]) -> DeliveryReport:
             _keep_in_store([items[r.id] for r in elsewhere])
             stored.extend(elsewhere)
         for group, state in ((delivered, models.Push.State.DELIVERED), (stored, models.Push.State.STORED)):
-            for row in group:
-                row.state, row.delivered_at, row.error = state, now, ""
+            if group:
+                models.Push.objects.filter(id__in=[r.id for r in group]).update(
+                    state=state, delivered_at=now, error="", claimed_by="", claimed_until=None)
         for row in failed:
-            row.state = models.Push.State.FAILED
-        for row in retrying:  # the claim runs out and the row is tried again
-            row.claimed_until = now + timedelta(seconds=_claim_s() * row.attempts)
-        for row in rows:
-            row.item_id, row.raw, row.claimed_by = items[row.id].id, items[row.id].serialize(), ""
-            if row.state != models.Push.State.PENDING:
-                row.claimed_until = None
-        models.Push.objects.bulk_update(
-            rows, ["state", "delivered_at", "error", "item_id", "raw", "claimed_by", "claimed_until"]
-        )
+            models.Push.objects.filter(id=row.id).update(state=models.Push.State.FAILED, error=row.error,
+                                                         claimed_by="", claimed_until=None)
+        for row in retrying:  # the claim runs out later and the row is tried again
+            models.Push.objects.filter(id=row.id).update(
+                error=row.error, claimed_until=now + timedelta(seconds=_claim_s() * row.attempts))
+        _set_item_ids({row.id: items[row.id].id for row in rows})
     for row in failed:
         log.error("push %s/%s/%s to %s failed for good: %s", row.process_id, row.nonce, row.index, row.target,
                   row.error)
     return DeliveryReport(len(delivered), len(stored), len(failed), len(retrying))
+
+
+def _set_item_ids(ids: dict[int, str]) -> None:
+    """Each row's item id in one statement (Django's bulk_update builds a CASE per row: 20x slower here)."""
+    if not ids:
+        return
+    table = models.Push._meta.db_table
+    values = ", ".join(["(%s, %s)"] * len(ids))
+    params = [p for pair in ids.items() for p in pair]
+    with connection.cursor() as cursor:
+        # Both SQLite (3.33+) and PostgreSQL name a VALUES list's columns column1, column2.
+        cursor.execute(f"UPDATE {table} SET item_id = v.column2 FROM (VALUES {values}) AS v "  # noqa: S608
+                       f"WHERE {table}.id = v.column1", params)
 
 
 def _keep_in_store(items: list[dataitem.DataItem]) -> None:
@@ -153,18 +180,5 @@ def _keep_in_store(items: list[dataitem.DataItem]) -> None:
     fresh = [i for i in items if i.id not in known]
     if not fresh:
         return
-    block = store.latest_block()
-    entries = [store.entry_for(item, block=block) for item in fresh]
-    models.Entry.objects.bulk_create(entries)
-    models.EntryTag.objects.bulk_create(
-        (models.EntryTag(entry=entry, position=i, name=name, value=value)
-         for entry, item in zip(entries, fresh) for i, (name, value) in enumerate(item.tags)),
-        batch_size=2000,
-    )
-
-
-def request_delivery_after(results: Sequence[Evaluated], process_id: str) -> None:
-    """Ask for delivery once the commit recording these results' pushes lands."""
-    if any(r.outbox for r in results):
-        dispatch.request_delivery(process_id)
+    store.save_items(fresh, block=store.latest_block())
 

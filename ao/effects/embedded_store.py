@@ -21,6 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 
 from ao import models
+from ao.effects import bulk
 from ao.permaweb import dataitem, merkle
 from ao.permaweb import transaction as l1
 from ao.permaweb.b64 import b64url_decode, b64url_encode
@@ -79,6 +80,15 @@ class EmbeddedStore(Store):
             raw=item.serialize(),
             block_id=block,
         )
+
+    def save_items(self, items: list[dataitem.DataItem], *, block: int | None) -> list[models.Entry]:
+        """Insert many verified, new items and their tags (call inside a transaction); their rows, in order."""
+        entries = models.Entry.objects.bulk_create([self.entry_for(item, block=block) for item in items])
+        bulk.insert_rows(models.EntryTag, ("entry_id", "position", "name", "value"), (
+            (entry.pk, position, name, value)
+            for entry, item in zip(entries, items) for position, (name, value) in enumerate(item.tags)
+        ))
+        return entries
 
     def save_item(self, item: dataitem.DataItem, *, block: int | None | object = _CURRENT) -> models.Entry:
         """Insert an already verified item (in the given block, by default the latest); raise Duplicate if known."""

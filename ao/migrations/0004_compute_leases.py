@@ -84,11 +84,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name='push',
-            name='message',
-            field=models.JSONField(help_text='the outbox message: {Target, Tags, Data}', null=True),
-        ),
-        migrations.AddField(
-            model_name='push',
             name='pushed_for',
             field=models.CharField(blank=True, max_length=43),
         ),
@@ -105,7 +100,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='push',
             name='raw',
-            field=models.BinaryField(help_text='the signed item, once built', null=True),
+            field=models.BinaryField(help_text="the signed item (rows of earlier versions; now built at delivery from the result's outbox, and kept in the store)", null=True),
         ),
         migrations.AlterField(
             model_name='push',

@@ -95,6 +95,36 @@ def encode_tags(tags: Iterable[Sequence[str]]) -> bytes:
     return bytes(out)
 
 
+def _varint_length(value: int) -> int:
+    zigzag, size = (value << 1) ^ (value >> 63), 1
+    while zigzag > _VARINT_PAYLOAD_MASK:
+        zigzag >>= _VARINT_SHIFT
+        size += 1
+    return size
+
+
+def encoded_length(tags: Iterable[Sequence[str]]) -> int:
+    """len(encode_tags(tags)), with the same checks and errors, without building the bytes."""
+    pairs = list(tags)
+    if not pairs:
+        return 0
+    total = _varint_length(len(pairs)) + 1  # the count, and the closing zero-count block
+    try:
+        if len(pairs) > MAX_TAGS:
+            raise ValueError
+        for name, value in pairs:  # the common case, checked cheaply; any doubt takes the path with the errors
+            name_bytes, value_bytes = name.encode("utf-8"), value.encode("utf-8")
+            if not 0 < len(name_bytes) <= MAX_TAG_NAME_BYTES or len(value_bytes) > MAX_TAG_VALUE_BYTES:
+                raise ValueError
+            total += _varint_length(len(name_bytes)) + len(name_bytes) + _varint_length(len(value_bytes))
+            total += len(value_bytes)
+    except (ValueError, TypeError, AttributeError, UnicodeEncodeError):
+        return len(encode_tags(pairs))  # raises the TagError that says what is wrong
+    if total > MAX_TAGS_BYTES:
+        raise TagError(f"the tags encode to {total} bytes, over the {MAX_TAGS_BYTES}-byte limit; shorten them")
+    return total
+
+
 class _Reader:
     """A cursor over Avro bytes that raises TagError instead of running off the end."""
 

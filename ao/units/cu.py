@@ -141,7 +141,7 @@ def normalize_result(raw: str) -> tuple[dict[str, Any], dict[str, str | None]]:
     if len(raw.encode("utf-8")) > MAX_RESULT_BYTES:
         raise ResultError(f"result is over {MAX_RESULT_BYTES} bytes")
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_no_constants)
     except json.JSONDecodeError as exc:
         raise ResultError(f"result is not JSON: {exc}") from exc
     if not isinstance(value, dict):
@@ -165,6 +165,11 @@ def normalize_result(raw: str) -> tuple[dict[str, Any], dict[str, str | None]]:
     if value.get("Error"):
         result["Error"] = str(value["Error"])
     return result, writes
+
+
+def _no_constants(name: str) -> Any:
+    """NaN and Infinity are not JSON (PostgreSQL's jsonb refuses them): such a result is the message's error."""
+    raise ResultError(f"result contains {name}, which JSON does not allow")
 
 
 def _check_message(index: int, message: Any) -> None:

@@ -96,10 +96,10 @@ def check_push(message: OutboxMessage) -> None:
     """Refuse an outbox message whose pushed item the scheduler would not take."""
     probe = push_tags(message, process_id=_ID_PLACEHOLDER, module_id=_ID_PLACEHOLDER, pushed_for=_ID_PLACEHOLDER)
     try:
-        encoded = ans_tags.encode_tags(probe)
+        tag_bytes = ans_tags.encoded_length(probe)
     except ans_tags.TagError as exc:
         raise OutboxError(f"its tags cannot be pushed with the messenger's {len(RESERVED_TAGS)} added: {exc}") from exc
-    size = push_size(message, len(encoded))
+    size = push_size(message, tag_bytes)
     if size > MAX_PUSH_BYTES:
         raise OutboxError(f"it would be a {size}-byte item; the scheduler takes at most {MAX_PUSH_BYTES}")
 

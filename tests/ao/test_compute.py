@@ -14,7 +14,7 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from ao import dispatch, models, services, verify
-from ao.compute import batch, health, lease, message, sweep
+from ao.compute import batch, context, health, lease, message, sweep
 from ao.compute.context import process_context
 from ao.effects import compute as runtimes
 from ao.effects.process_state import BatchState
@@ -160,8 +160,9 @@ def test_near_the_compute_limit_a_fresh_and_a_warm_worker_record_the_same(alice:
 
 
 def test_a_fresh_worker_mid_window_rebuilds_the_instance_from_the_recorded_undo(
-    alice: Ed25519Key, probe_module: str
+    alice: Ed25519Key, probe_module: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(context, "INSTANCE_WINDOW", 16)  # short windows, so the test crosses one quickly
     pid = spawn(alice, probe_module)
     window = process_context(pid).window
     for i in range(window + 10):  # into the second window, overwriting the same keys

@@ -184,3 +184,9 @@ def test_limits_parse_ao_forms() -> None:
         cu.parse_compute_limit("-5")
     assert su.is_id(factories.MODULE_ID)
     assert dataitem is not None
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_a_result_with_a_non_json_number_is_the_messages_error(constant: str) -> None:
+    with pytest.raises(cu.ResultError, match=f"contains {constant}"):
+        cu.normalize_result('{"Output": ' + constant + '}')

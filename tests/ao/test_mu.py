@@ -11,6 +11,7 @@ from django.utils import timezone
 from ao import models, services, tasks
 from ao.compute import pushes
 from ao.effects import keys
+from ao.effects.stores import embedded_store
 from ao.permaweb import dataitem
 from ao.permaweb.wallet import Ed25519Key
 from ao.units import mu, su
@@ -37,16 +38,25 @@ def _outbox(target: str, n: int = 2) -> list[mu.OutboxMessage]:
     ]
 
 
+def _catch_up(process_id: str, nonce: int) -> None:
+    """Commit every message before `nonce` as evaluated with an empty outbox (the module is a stand-in)."""
+    cursor = models.Evaluation.objects.get(process_id=process_id).next_nonce
+    for earlier in range(cursor, nonce):
+        factories.record_outbox(process_id, earlier, [])
+
+
 def _evaluated(process_id: str, alice: Ed25519Key) -> int:
-    """Schedule a message on process_id and return its nonce (standing in for an evaluated one)."""
-    return services.su_schedule(raw=factories.message_item(alice, process_id).serialize()).nonce
+    """Schedule a message on process_id and return its nonce, the next one the compute unit commits."""
+    nonce = services.su_schedule(raw=factories.message_item(alice, process_id).serialize()).nonce
+    _catch_up(process_id, nonce)
+    return nonce
 
 
 def _built(push: models.Push) -> dataitem.DataItem:
-    """The item delivery builds for a push."""
+    """The item delivery built for a push (kept in the store, or scheduled on its target's log)."""
     push.refresh_from_db()
-    assert push.raw is not None, "the push was not delivered yet"
-    return dataitem.parse(bytes(push.raw))
+    assert push.item_id, "the push was not delivered yet"
+    return embedded_store().get_item(push.item_id)
 
 
 def test_outbox_is_delivered_exactly_once_when_delivery_runs_twice(
@@ -65,10 +75,11 @@ def test_a_push_scheduled_before_a_crash_is_not_scheduled_again(
     process_id: str, target_id: str, alice: Ed25519Key
 ) -> None:
     nonce = _evaluated(process_id, alice)
-    [first, _] = factories.record_outbox(process_id, nonce, _outbox(target_id))
+    outbox = _outbox(target_id)
+    [first, _] = factories.record_outbox(process_id, nonce, outbox)
     # A worker scheduled the item, then died before marking the push (its transaction never committed the mark).
     item = mu.build_push(keys.messenger_key(), process_id=process_id, module_id=factories.MODULE_ID, nonce=nonce,
-                         index=0, pushed_for=first.pushed_for, message=mu.OutboxMessage.from_json(first.message))
+                         index=0, pushed_for=first.pushed_for, message=outbox[0])
     services.su_schedule(raw=item.serialize())
     assert pushes.deliver_pending().delivered == 2  # both marked delivered; the first one scheduled only once
     assert _built(first).id == item.id
@@ -126,6 +137,7 @@ def test_pushed_for_follows_a_chain_to_its_root(process_id: str, target_id: str,
     factories.record_outbox(process_id, nonce, _outbox(target_id, 1))
     pushes.deliver_pending()
     hop = models.Assignment.objects.get(process_id=target_id, nonce=1)
+    _catch_up(target_id, 1)
     [second] = factories.record_outbox(target_id, 1, _outbox(process_id, 1))
     pushes.deliver_pending()
     assert ("Pushed-For", root) in _built(second).tags

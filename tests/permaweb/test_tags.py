@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ao.permaweb import tags as tag_codec
 from ao.permaweb.tags import (
     MAX_TAG_NAME_BYTES,
     MAX_TAG_VALUE_BYTES,
@@ -197,3 +198,17 @@ def test_decode_counts_tags_across_blocks_against_the_limit() -> None:
     raw = avro_blocks(half + half, [65, 65], [False, True])
     with pytest.raises(TagError, match="more than 128 tags"):
         decode_tags(raw)
+
+
+@given(st.lists(st.tuples(st.text(min_size=1, max_size=200), st.text(max_size=300)), max_size=140))
+@settings(max_examples=200)
+def test_encoded_length_agrees_with_encoding_and_its_refusals(pairs: list[tuple[str, str]]) -> None:
+    try:
+        expected: int | str = len(tag_codec.encode_tags(pairs))
+    except tag_codec.TagError as exc:
+        expected = str(exc)
+    try:
+        got: int | str = tag_codec.encoded_length(pairs)
+    except tag_codec.TagError as exc:
+        got = str(exc)
+    assert got == expected
