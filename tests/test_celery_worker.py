@@ -56,7 +56,7 @@ SLOW_FUEL = 40_000_000_000  # several seconds of interpreter work before the fue
 
 
 def test_worker_killed_mid_batch_loses_nothing_and_repeats_nothing(
-    alice: Ed25519Key, probe_module: str, real_broker: str, tmp_path: Path
+    alice: Ed25519Key, probe_module: str, real_broker: str, tmp_path: Path, fast_recovery: None
 ) -> None:
     sender = spawn(alice, probe_module, [("Compute-Limit", str(SLOW_FUEL))])
     receiver = spawn(alice, probe_module, [("Name", "receiver")])
@@ -69,7 +69,7 @@ def test_worker_killed_mid_batch_loses_nothing_and_repeats_nothing(
         send(alice, sender, "Set", str(i), Key=f"k{i}")
     total = models.Process.objects.get(id=sender).next_nonce
 
-    worker = workers.start_worker(queue, log)
+    worker = workers.start_worker(queue, log, env=FAST_RECOVERY)
     try:
         # The batch is uncommitted until its last message: kill while the worker spins in Loop.
         workers.wait_for(lambda: _busy(worker.pid), "the worker to be busy", log)
@@ -80,7 +80,9 @@ def test_worker_killed_mid_batch_loses_nothing_and_repeats_nothing(
     assert not models.Result.objects.filter(process_id=sender).exists()
     assert not models.Push.objects.exists()
 
-    worker = workers.start_worker(queue, log)  # on start it looks for unfinished work by itself
+    # The dead worker's task is gone and its lease runs out by itself; the sweeper (at start, and beat) finds the work.
+    worker = workers.start_worker(queue, log, env=FAST_RECOVERY)
+    beat = workers.start_beat(queue, tmp_path / "beat.log", env=FAST_RECOVERY)
     try:
         workers.wait_for(
             lambda: models.Result.objects.filter(process_id=sender).count() == total
@@ -88,6 +90,7 @@ def test_worker_killed_mid_batch_loses_nothing_and_repeats_nothing(
             "recovery after restart", log,
         )
     finally:
+        workers.stop_worker(beat)
         workers.stop_worker(worker)
     nonces = list(models.Result.objects.filter(process_id=sender).values_list("nonce", flat=True))
     assert nonces == list(range(total))
