@@ -69,6 +69,10 @@ class EvaluationError(HostFault):
     """The process cannot be evaluated on this node (its module is missing here, a gap in the log)."""
 
 
+class SourcePending(HostFault):
+    """A push names a scheduled message of its source process that is not evaluated yet: wait for it."""
+
+
 class LeaseLost(AoError):
     """Another worker took this process's lease while a batch was evaluated: the batch is discarded."""
 

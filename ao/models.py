@@ -210,11 +210,20 @@ class Result(models.Model):
     state_hash = models.CharField(max_length=64)
     logs = models.JSONField(default=list)
     undo = models.JSONField(null=True, help_text="values the message overwrote (key: previous value or null)")
+    pushed_for = models.CharField(max_length=43, blank=True,
+                                  help_text="the root message its outbox's pushes name (Pushed-For); blank if none")
+    origin = models.CharField(max_length=140, blank=True,
+                              help_text="for a genuine push: the outbox entry it carries (process/nonce/index)")
     evaluated_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["process", "nonce"]
-        constraints = [models.UniqueConstraint(fields=["process", "nonce"], name="result_nonce_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["process", "nonce"], name="result_nonce_unique"),
+            # A push is accepted once: a second signature over the same outbox entry is not a second message.
+            models.UniqueConstraint(fields=["process", "origin"], condition=~models.Q(origin=""),
+                                    name="result_origin_once"),
+        ]
 
 
 class Checkpoint(models.Model):

@@ -21,7 +21,7 @@ from ao.permaweb import dataitem
 from ao.permaweb.store import Duplicate
 from ao.permaweb.wallet import Ed25519Key
 from ao import dispatch
-from ao.units import cu, su
+from ao.units import cu, mu, su
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,10 @@ def _bulk_assign(
     entries = store.save_items([item for _, item, _ in accepted], block=latest)
     models.Process.objects.bulk_create(new_processes)
     models.Evaluation.objects.bulk_create(_new_cursor(p.id) for p in new_processes)
+    floors = _source_times([item for _, item, _ in accepted])
     assignments = [
-        _next_slot(process, entry, key, latest or 0) for entry, (_, _, process) in zip(entries, accepted)
+        _next_slot(process, entry, key, latest or 0, floors.get(entry.id, 0))
+        for entry, (_, _, process) in zip(entries, accepted)
     ]
     models.Assignment.objects.bulk_create(assignments)
     touched = {p.id: p for _, _, p in accepted if p not in new_processes}
@@ -201,7 +203,7 @@ def _assign_locked(
         if process is None:
             raise UnknownProcess(f"no process {schedulable.process_id} on this scheduler")
         entry = store.save_item(item, block=latest_block)
-    return _append(process, entry, key, latest_block or 0)
+    return _append(process, entry, key, latest_block or 0, _source_times([item]).get(item.id, 0))
 
 
 def _new_cursor(process_id: str) -> models.Evaluation:
@@ -209,15 +211,45 @@ def _new_cursor(process_id: str) -> models.Evaluation:
     return models.Evaluation(process_id=process_id, next_nonce=0, state_hash=cu.GENESIS_STATE_HASH)
 
 
-def _append(process: models.Process, entry: models.Entry, key: Ed25519Key, height: int) -> models.Assignment:
+def _append(
+    process: models.Process, entry: models.Entry, key: Ed25519Key, height: int, floor: int = 0,
+) -> models.Assignment:
     """Write the next slot of a locked process's log."""
-    assignment = _next_slot(process, entry, key, height)
+    assignment = _next_slot(process, entry, key, height, floor)
     assignment.save(force_insert=True)
     process.save(update_fields=["next_nonce", "last_assignment", "last_hash_chain", "last_timestamp"])
     return assignment
 
 
-def _next_slot(process: models.Process, entry: models.Entry, key: Ed25519Key, height: int) -> models.Assignment:
+def _source_times(items: Sequence[dataitem.DataItem]) -> dict[str, int]:
+    """For pushes naming an outbox entry of a process here: the timestamp of the message that sent it, by item id.
+
+    A push is its source's word only if the source message was scheduled no later (``ao.compute.origins``);
+    scheduling a genuine push no earlier than that keeps it true even if the wall clock steps back.
+    """
+    wanted: dict[tuple[str, int], list[str]] = {}
+    for item in items:
+        source = item.tag("From-Process")
+        named = mu.anchor_origin(source, item.anchor) if source and su.is_id(source) else None
+        if named is not None:
+            wanted.setdefault((source, named[0]), []).append(item.id)
+    if not wanted:
+        return {}
+    found: dict[str, int] = {}
+    by_source: dict[str, list[int]] = {}
+    for source, nonce in wanted:
+        by_source.setdefault(source, []).append(nonce)
+    for source, nonces in by_source.items():
+        for nonce, timestamp in models.Assignment.objects.filter(process_id=source, nonce__in=nonces).values_list(
+                "nonce", "timestamp"):
+            for item_id in wanted[(source, nonce)]:
+                found[item_id] = timestamp
+    return found
+
+
+def _next_slot(
+    process: models.Process, entry: models.Entry, key: Ed25519Key, height: int, floor: int = 0,
+) -> models.Assignment:
     """The signed assignment for the next nonce of a locked process; advances the process head in memory."""
     nonce = process.next_nonce
     if nonce == 0:
@@ -225,7 +257,7 @@ def _next_slot(process: models.Process, entry: models.Entry, key: Ed25519Key, he
     else:
         hash_chain = su.next_hash_chain(process.last_assignment, process.last_hash_chain)
     # Timestamps never go backwards within a log, whatever the wall clock does.
-    timestamp = max(int(time.time() * 1000), process.last_timestamp)
+    timestamp = max(int(time.time() * 1000), process.last_timestamp, floor)
     item = su.build_assignment(
         key,
         process_id=process.id,
@@ -249,6 +281,17 @@ def _next_slot(process: models.Process, entry: models.Entry, key: Ed25519Key, he
         timestamp=timestamp,
         raw=item.serialize(),
     )
+
+
+def spawn_tags(module_id: str, extra: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+    """The tags of a spawn on this node: protocol, module, this scheduler, and this messenger as the only Authority.
+
+    The Authority tag is what lets this node's messenger deliver other processes' messages to the new process
+    (still checked against their recorded outboxes); a process spawned without it hears every push as the
+    messenger's own message.
+    """
+    return [("Data-Protocol", su.DATA_PROTOCOL), ("Variant", su.VARIANT), ("Type", "Process"), ("Module", module_id),
+            ("Scheduler", keys.scheduler_key().address), ("Authority", keys.messenger_key().address), *extra]
 
 
 def mu_submit(*, raw: bytes) -> models.Assignment:

@@ -34,9 +34,7 @@ def main() -> None:
 
     owner = Ed25519Key.generate()
     module_id = ledger_services.ledger_module_id()
-    spawn = dataitem.create_data_item(owner, b"", tags=[
-        ("Data-Protocol", "ao"), ("Variant", su.VARIANT), ("Type", "Process"), ("Module", module_id),
-        ("Scheduler", keys.scheduler_key().address), ("Ticker", "BENCH")], anchor=os.urandom(32))
+    spawn = dataitem.create_data_item(owner, b"", tags=services.spawn_tags(module_id, [("Ticker", "BENCH")]), anchor=os.urandom(32))
     services.su_schedule(raw=spawn.serialize())
     pid = spawn.id
 
@@ -74,9 +72,7 @@ def main() -> None:
     latencies = sorted(_delivery_latencies_ms(pid))
 
     # Serial phases on a second process, each timed alone.
-    spawn2 = dataitem.create_data_item(owner, b"", tags=[
-        ("Data-Protocol", "ao"), ("Variant", su.VARIANT), ("Type", "Process"), ("Module", module_id),
-        ("Scheduler", keys.scheduler_key().address), ("Ticker", "BENCH2")], anchor=os.urandom(32))
+    spawn2 = dataitem.create_data_item(owner, b"", tags=services.spawn_tags(module_id, [("Ticker", "BENCH2")]), anchor=os.urandom(32))
     services.su_schedule(raw=spawn2.serialize())
     pid = spawn2.id
     services.su_schedule(raw=message([("Action", "Mint"), ("Quantity", str(10**15))]))
@@ -132,7 +128,7 @@ def main() -> None:
     for a in models.Assignment.objects.filter(process_id=pid).select_related("message").order_by("nonce"):
         item = dataitem.parse(bytes(a.message.raw))
         slot = cu.Slot(pid, a.nonce, a.epoch, a.timestamp, a.block_height, a.hash_chain)
-        inputs.append(cu.canonical(cu.message_json(item, slot, trusted_pushers=pctx.trusted_pushers)).decode())
+        inputs.append(cu.canonical(cu.message_json(item, slot, genuine_push=False)).decode())
     host = DictHost()
     t3 = time.perf_counter()
     for msg in inputs:

@@ -28,14 +28,7 @@ def token_spawn(*, spec: TokenSpec, module_id: str) -> Token:
     if existing is not None:
         return existing
     wallet = keys.operator_wallet()
-    tags = [
-        ("Data-Protocol", su.DATA_PROTOCOL),
-        ("Variant", su.VARIANT),
-        ("Type", "Process"),
-        ("Module", module_id),
-        ("Scheduler", keys.scheduler_key().address),
-        *spec.spawn_tags(),
-    ]
+    tags = services.spawn_tags(module_id, spec.spawn_tags())
     item = dataitem.create_data_item(wallet, b"", tags=tags, anchor=os.urandom(32))
     with transaction.atomic():
         assignment = services.su_schedule(raw=item.serialize())

@@ -24,7 +24,7 @@ FED_NAME = "Llama Fed"
 # plus the interpreter's own work; 200e9 leaves room for longer prompts or a larger Max-Tokens.
 COMPUTE_LIMIT = 200_000_000_000
 # Tags the bootstrap sets itself; overrides may not replace them.
-FIXED_TAGS = frozenset({"Data-Protocol", "Variant", "Type", "Module", "Scheduler", "Extension", "War-Token",
+FIXED_TAGS = frozenset({"Data-Protocol", "Variant", "Type", "Module", "Scheduler", "Authority", "Extension", "War-Token",
                         "Llama-Token", "Model"})
 
 
@@ -50,19 +50,14 @@ def fed_spawn_tags(*, module_id: str, war: str, llama: str, model_tx: str,
         raise FedBootstrapError(f"the bootstrap sets {', '.join(fixed)} itself; it cannot be overridden")
     extra.setdefault("Compute-Limit", str(COMPUTE_LIMIT))
     extra.setdefault("Name", FED_NAME)
-    return [
-        ("Data-Protocol", su.DATA_PROTOCOL),
-        ("Variant", su.VARIANT),
-        ("Type", "Process"),
-        ("Module", module_id),
-        ("Scheduler", keys.scheduler_key().address),
+    return services.spawn_tags(module_id, [
         ("Extension", "WeaveDrive"),
         ("Extension", "Llama"),
         ("War-Token", war),
         ("Llama-Token", llama),
         ("Model", f"/data/{model_tx}"),
         *sorted(extra.items()),
-    ]
+    ])
 
 
 def fed_bootstrap(*, model_tx: str | None = None, overrides: Mapping[str, str] | None = None) -> Fed:

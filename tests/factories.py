@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from ao import services
 from ao.effects import keys
 from ao.permaweb import dataitem
 from ao.permaweb.wallet import Ed25519Key, Signer
@@ -21,8 +22,8 @@ def ao_tags(kind: str, extra: Sequence[tuple[str, str]] = ()) -> list[tuple[str,
 def spawn_item(
     signer: Signer, *, extra: Sequence[tuple[str, str]] = (), data: bytes = b"", module: str = MODULE_ID
 ) -> dataitem.DataItem:
-    """A process spawn addressed to this node's scheduler (random anchor: spawns may repeat)."""
-    tags = ao_tags("Process", [("Module", module), ("Scheduler", keys.scheduler_key().address), *extra])
+    """A process spawn addressed to this node's scheduler, trusting its messenger (random anchor: spawns may repeat)."""
+    tags = services.spawn_tags(module, extra)
     return dataitem.create_data_item(signer, data, tags=tags, anchor=os.urandom(32))
 
 
@@ -69,7 +70,7 @@ def record_outbox(process_id: str, nonce: int, messages: Sequence[object], *, ca
         assert cursor.next_nonce == nonce, f"the cursor waits for nonce {cursor.next_nonce}, not {nonce}"
         state_hash = cu.next_state_hash(cursor.state_hash, nonce, {}, body)
         models.Result.objects.create(process_id=process_id, nonce=nonce, message_id=item.id, body=body, error="",
-                                     gas_used=0, state_hash=state_hash)
+                                     gas_used=0, state_hash=state_hash, pushed_for=root if outbox else "")
         models.Evaluation.objects.filter(process_id=process_id).update(next_nonce=nonce + 1, state_hash=state_hash,
                                                                       window_start=nonce + 1)
         evaluated = Evaluated(nonce=nonce, message_id=item.id, body=body, error="", gas_used=0,

@@ -19,9 +19,7 @@ from typing import Any
 from django.db import transaction
 
 from ao import models as ao_models
-from ao.effects import keys
 from ao.permaweb import dataitem
-from ao.units import mu
 from web import selectors
 from web.models import MAX_NAME_CHARS, MAX_PETITION_CHARS, Grant, Petition, Projection, Vote
 
@@ -177,12 +175,8 @@ def _apply_war(result: ao_models.Result, assignment: ao_models.Assignment | None
     notices = [(m, t) for m, t in _messages(result) if t.get("Action") == "Credit-Notice" and m.get("Target") == fed]
     if not notices:
         return
-    item = _input_item(assignment)
-    if item is None:
-        return
     # The petition id is the root message the transfer was pushed for: the Fed sees it as Pushed-For.
-    trusted = item.owner_address == keys.messenger_key().address
-    petition_id = mu.pushed_for(item.tags, item.id, trusted)
+    petition_id = result.pushed_for or result.message_id
     at = _timestamp(assignment)
     for _, tags in notices[:1]:  # one transfer, one notice
         petition, created = Petition.objects.get_or_create(

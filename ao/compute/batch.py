@@ -31,6 +31,7 @@ from django.utils import timezone
 from ao import dispatch, models
 from ao.compute import health, lease, pushes
 from ao.compute.context import ProcessContext, process_context
+from ao.compute.origins import Origins
 from ao.compute.message import Evaluated, evaluate_core_message, evaluate_message, load_module
 from ao.effects import bulk, core_processes
 from ao.effects.compute import component_runtime
@@ -71,11 +72,12 @@ class _Run:
     pctx: ProcessContext | None = None
     state: BatchState | None = None
     admissions: weavedrive.Admissions | None = None
+    origins: Origins | None = None
     next_nonce: int = -1
 
     def reset(self) -> None:
         """Forget everything cached: the next batch reads the record afresh."""
-        self.pctx, self.state, self.admissions, self.next_nonce = None, None, None, -1
+        self.pctx, self.state, self.admissions, self.origins, self.next_nonce = None, None, None, None, -1
 
 
 def evaluate_process(
@@ -160,6 +162,7 @@ def _batch(run: _Run, batch_size: int) -> int:
         run.pctx = process_context(run.process_id)
         run.state = BatchState(run.process_id)
         run.admissions = weavedrive.Admissions(run.process_id)
+        run.origins = Origins(run.process_id, run.pctx.trusted_pushers)
     try:
         if run.pctx.module_format == CORE64_FORMAT and not run.pctx.invalid:
             return _core_batch(run, cursor, assignments)
@@ -190,8 +193,8 @@ def _component_batch(run: _Run, cursor: models.Evaluation, assignments: list[mod
         try:
             if not fresh and run.runtime.warm_position(key) != (nonce, state_hash):
                 _rebuild_window(run, window_start, nonce)
-            evaluated = evaluate_message(run.runtime, pctx, state, assignment, state_hash, instance_key=key,
-                                         fresh=fresh, admissions=run.admissions)
+            evaluated = evaluate_message(run.runtime, pctx, state, assignment, state_hash, origins=run.origins,
+                                         instance_key=key, fresh=fresh, admissions=run.admissions)
         except HostFault as exc:
             state.rollback_message()
             run.runtime.forget(key)
@@ -232,8 +235,9 @@ def _rebuild_window(run: _Run, window_start: int, nonce: int) -> None:
     assignments = models.Assignment.objects.filter(
         process_id=run.process_id, nonce__gte=window_start, nonce__lt=nonce).select_related("message").order_by("nonce")
     for assignment, result in zip(assignments, recorded):
-        again = evaluate_message(run.runtime, pctx, past, assignment, previous or "", instance_key=pctx.instance_key,
-                                 fresh=assignment.nonce == window_start, admissions=run.admissions)
+        again = evaluate_message(run.runtime, pctx, past, assignment, previous or "", origins=run.origins,
+                                 instance_key=pctx.instance_key, fresh=assignment.nonce == window_start,
+                                 admissions=run.admissions)
         if (again.body, again.state_hash, again.gas_used) != (result.body, result.state_hash, result.gas_used):
             run.runtime.forget(pctx.instance_key)
             raise EvaluationError(
@@ -271,13 +275,13 @@ def _insert_results(process_id: str, results: list[Evaluated]) -> None:
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     bulk.insert_rows(models.Result, RESULT_COLUMNS, (
         (process_id, r.nonce, r.message_id, json.dumps(r.body), r.error, r.gas_used, r.state_hash,
-         json.dumps(list(r.logs)), None if r.undo is None else json.dumps(r.undo), now)
+         json.dumps(list(r.logs)), None if r.undo is None else json.dumps(r.undo), r.pushed_for, r.origin, now)
         for r in results
     ))
 
 
 RESULT_COLUMNS = ("process_id", "nonce", "message_id", "body", "error", "gas_used", "state_hash", "logs", "undo",
-                  "evaluated_at")
+                  "pushed_for", "origin", "evaluated_at")
 
 
 # -- core (memory64) processes: state is the live memory, checkpointed with every batch ------------------------
@@ -288,7 +292,7 @@ def _core_batch(run: _Run, cursor: models.Evaluation, assignments: list[models.A
     assert pctx is not None
     process_id = run.process_id
     core_processes.live_cores().pop(process_id, None)  # until this batch commits, memory is ahead of the record
-    core = _core_at(pctx, cursor.next_nonce)
+    core = _core_at(pctx, cursor.next_nonce, run.origins)
     start, state_hash = cursor.next_nonce, cursor.state_hash
     results: list[Evaluated] = []
     began = time.monotonic()
@@ -297,7 +301,8 @@ def _core_batch(run: _Run, cursor: models.Evaluation, assignments: list[models.A
             raise EvaluationError(f"process {process_id}: its log has a gap at nonce {start + len(results)}")
         if run.held.lost:
             raise LeaseLost(f"another worker took the lease of {process_id} during a batch")
-        evaluated = evaluate_core_message(core, pctx, assignment, state_hash)  # a fault discards the whole batch
+        # a fault discards the whole batch
+        evaluated = evaluate_core_message(core, pctx, assignment, state_hash, origins=run.origins)
         state_hash = evaluated.state_hash
         results.append(evaluated)
         if time.monotonic() - began >= BATCH_COMMIT_S:
@@ -311,7 +316,7 @@ def _core_batch(run: _Run, cursor: models.Evaluation, assignments: list[models.A
     return len(results)
 
 
-def _core_at(pctx: ProcessContext, next_nonce: int) -> CoreProcess:
+def _core_at(pctx: ProcessContext, next_nonce: int, origins: Origins) -> CoreProcess:
     """The live core process at next_nonce: this worker's, or restored from the newest checkpoint and replayed."""
     live = core_processes.live_cores().get(pctx.process_id)
     if live is not None and live.next_nonce == next_nonce and live.process.broken is None:
@@ -338,7 +343,7 @@ def _core_at(pctx: ProcessContext, next_nonce: int) -> CoreProcess:
     ).select_related("message").order_by("nonce")
     for assignment in replay:
         previous = recorded[assignment.nonce - 1].state_hash if assignment.nonce - 1 in recorded else ""
-        again = evaluate_core_message(core, pctx, assignment, previous)
+        again = evaluate_core_message(core, pctx, assignment, previous, origins=origins)
         if again.body != recorded[assignment.nonce].body:
             raise EvaluationError(
                 f"process {pctx.process_id}: replay from the checkpoint diverged at nonce {assignment.nonce}"

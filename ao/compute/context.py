@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ao import models
-from ao.effects import keys
 from ao.effects.stores import embedded_store
 from ao.errors import EvaluationError
 from ao.extensions import llm_host
@@ -58,7 +57,11 @@ def process_context(process_id: str) -> ProcessContext:
     )
     if spawn_raw is None:
         raise EvaluationError(f"no process {process_id} in this scheduler's log")
-    spawn = dataitem.parse(bytes(spawn_raw))
+    return context_from_spawn(process_id, dataitem.parse(bytes(spawn_raw)))
+
+
+def context_from_spawn(process_id: str, spawn: dataitem.DataItem) -> ProcessContext:
+    """The context of a process from its spawn item and its module's record in this node's store."""
     module_id = spawn.tag("Module") or ""
     records = embedded_store().query(ids=[module_id], first=1)
     if not records or records[0].kind != "tx":
@@ -72,7 +75,8 @@ def process_context(process_id: str) -> ProcessContext:
     )
     base = {
         "process_id": process_id, "module_id": module_id, "env_json": cu.canonical(env).decode("utf-8"),
-        "trusted_pushers": frozenset({keys.messenger_key().address}),
+        # Part of the log: the messengers the spawn names (AO's Authority tags), not this node's settings.
+        "trusted_pushers": cu.authorities(spawn.tags),
     }
     fmt = cu.first_tag(module_tags, "Module-Format")
     try:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from ao import models
 from ao.compute.context import ProcessContext, module_bytes
+from ao.compute.origins import Origin, Origins
 from ao.effects.core64 import CoreProcess
 from ao.effects.wasm_runtime import CallContext, ComponentRuntime, HostCallError, HostState, check_value
 from ao.errors import HostUnavailable, WallClockExceeded
@@ -50,6 +51,7 @@ class Evaluated:
     pushed_for: str = ""
     undo: dict[str, str | None] | None = None
     host_calls: int = 0  # extension calls (LLM completions) the message made
+    origin: str = ""  # the outbox entry a genuine push carries ("process/nonce/index")
 
 
 def error_body(error: str) -> dict[str, Any]:
@@ -57,24 +59,22 @@ def error_body(error: str) -> dict[str, Any]:
     return {"Messages": [], "Spawns": [], "Assignments": [], "Output": "", "Error": error}
 
 
-def message_json_for(pctx: ProcessContext, assignment: models.Assignment) -> tuple[dataitem.DataItem, str]:
-    """(the item, canonical msg JSON) of a scheduled message as the process sees it."""
+def message_json_for(
+    pctx: ProcessContext, assignment: models.Assignment, origins: Origins,
+) -> tuple[dataitem.DataItem, str, Origin | None]:
+    """(the item, canonical msg JSON, its origin if it is a genuine push) of a scheduled message."""
     item = dataitem.parse(bytes(assignment.message.raw))
     slot = cu.Slot(
         process_id=pctx.process_id, nonce=assignment.nonce, epoch=assignment.epoch, timestamp=assignment.timestamp,
         block_height=assignment.block_height, hash_chain=assignment.hash_chain,
     )
-    msg = cu.message_json(item, slot, trusted_pushers=pctx.trusted_pushers)
-    return item, cu.canonical(msg).decode("utf-8")
-
-
-def pushed_for_of(pctx: ProcessContext, item: dataitem.DataItem) -> str:
-    """The root message a push chain from this message belongs to."""
-    return mu.pushed_for(item.tags, item.id, item.owner_address in pctx.trusted_pushers)
+    origin = origins.judge(item, nonce=assignment.nonce, timestamp=assignment.timestamp)
+    msg = cu.message_json(item, slot, genuine_push=origin is not None)
+    return item, cu.canonical(msg).decode("utf-8"), origin
 
 
 def _outcome(
-    pctx: ProcessContext, assignment: models.Assignment, item: dataitem.DataItem, previous_hash: str, *,
+    assignment: models.Assignment, item: dataitem.DataItem, origin: Origin | None, previous_hash: str, *,
     body: dict[str, Any] | None, error: str | None, gas: int, logs: tuple[str, ...], state: MessageState | None,
     keep_undo: bool, calls: list[dict[str, Any]] | None = None,
 ) -> Evaluated:
@@ -102,7 +102,8 @@ def _outcome(
     return Evaluated(
         nonce=assignment.nonce, message_id=item.id, body=body, error=error or "", gas_used=gas,
         state_hash=cu.next_state_hash(previous_hash, assignment.nonce, writes, body), logs=logs, outbox=outbox,
-        pushed_for=pushed_for_of(pctx, item) if outbox else "", undo=undo, host_calls=len(calls or ()),
+        pushed_for=mu.pushed_for(item.tags, item.id, origin is not None) if outbox else "", undo=undo,
+        host_calls=len(calls or ()), origin=origin.key if origin is not None else "",
     )
 
 
@@ -113,6 +114,7 @@ def evaluate_message(
     assignment: models.Assignment,
     previous_hash: str,
     *,
+    origins: Origins,
     instance_key: str | None,
     fresh: bool,
     admissions: weavedrive.Admissions | None = None,
@@ -120,9 +122,9 @@ def evaluate_message(
 ) -> Evaluated:
     """Evaluate one scheduled message of a component process against `state`."""
     timeout_s = timeout_s or MESSAGE_WALL_S
-    item, msg_json = message_json_for(pctx, assignment)
+    item, msg_json, origin = message_json_for(pctx, assignment, origins)
     if pctx.invalid:
-        return _outcome(pctx, assignment, item, previous_hash, body=None, error=pctx.invalid, gas=0, logs=(),
+        return _outcome(assignment, item, origin, previous_hash, body=None, error=pctx.invalid, gas=0, logs=(),
                         state=state, keep_undo=False)
     seed = hashlib.sha256(f"{pctx.process_id}/{assignment.nonce}/{item.id}".encode()).digest()
     ctx = CallContext(state=state, seed=seed, timestamp_ms=assignment.timestamp)
@@ -156,7 +158,7 @@ def evaluate_message(
     elif error is None:
         error = "the module returned no result"
     calls = ctx.llm.calls if ctx.llm is not None else None
-    evaluated = _outcome(pctx, assignment, item, previous_hash, body=body, error=error, gas=outcome.gas_used,
+    evaluated = _outcome(assignment, item, origin, previous_hash, body=body, error=error, gas=outcome.gas_used,
                          logs=outcome.logs, state=state, keep_undo=pctx.window > 1, calls=calls)
     if evaluated.error and instance_key is not None:
         runtime.forget(instance_key)  # an Error ends the instance window: the next message starts fresh
@@ -165,13 +167,13 @@ def evaluate_message(
 
 def evaluate_core_message(
     core: CoreProcess, pctx: ProcessContext, assignment: models.Assignment, previous_hash: str, *,
-    timeout_s: float | None = None,
+    origins: Origins, timeout_s: float | None = None,
 ) -> Evaluated:
     """Evaluate one message of a core (memory64) process; its state is the live memory."""
     timeout_s = timeout_s or MESSAGE_WALL_S
-    item, msg_json = message_json_for(pctx, assignment)
+    item, msg_json, origin = message_json_for(pctx, assignment, origins)
     if pctx.invalid:
-        return _outcome(pctx, assignment, item, previous_hash, body=None, error=pctx.invalid, gas=0, logs=(),
+        return _outcome(assignment, item, origin, previous_hash, body=None, error=pctx.invalid, gas=0, logs=(),
                         state=None, keep_undo=False)
     outcome = core.evaluate(msg_json, pctx.env_json, fuel=pctx.fuel, timeout_s=timeout_s)
     if outcome.interrupted:
@@ -183,7 +185,7 @@ def evaluate_core_message(
             body, _ = cu.normalize_result(cu.canonical(outcome.result).decode("utf-8"))
         except cu.ResultError as exc:
             error = str(exc)  # pragma: no cover - core64 already validated the result
-    return _outcome(pctx, assignment, item, previous_hash, body=body, error=error, gas=outcome.gas_used, logs=(),
+    return _outcome(assignment, item, origin, previous_hash, body=body, error=error, gas=outcome.gas_used, logs=(),
                     state=None, keep_undo=False)
 
 

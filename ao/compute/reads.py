@@ -40,8 +40,9 @@ def result_json(result: models.Result) -> dict[str, Any]:
     return body
 
 
-def wait_for_result(*, process_id: str, message_id: str, wait_s: float = RESULT_WAIT_S) -> models.Result:
+def wait_for_result(*, process_id: str, message_id: str, wait_s: float | None = None) -> models.Result:
     """The result of a scheduled message; if a worker has not committed it yet, ask for it and wait (bounded)."""
+    wait_s = RESULT_WAIT_S if wait_s is None else wait_s
     assignment = models.Assignment.objects.filter(process_id=process_id, message__id=message_id).first()
     if assignment is None:
         raise NotEvaluable(f"message {message_id} is not scheduled on process {process_id}")

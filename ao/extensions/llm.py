@@ -27,8 +27,10 @@ produce no tokens, the prefix's last token is fed as the suffix (logits always c
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
+import platform
 import sys
 import tempfile
 import threading
@@ -213,6 +215,29 @@ class _CapturedLog:
         return " ".join(" ".join(line.split()) for line in self.lines if line.strip())
 
 
+# The canonical engine: llama.cpp compiled for x86-64-v3 (Haswell: AVX2, FMA, F16C, BMI2) with no native tuning, no
+# AVX-512 and no runtime kernel dispatch (scripts/setup sets the CMake flags). Float results are a function of the
+# binary's instructions, so every machine running this build computes the same logits and the same decisions.
+CANONICAL_FEATURES = ("SSE3", "SSSE3", "AVX", "AVX2", "F16C", "FMA", "BMI2", "LLAMAFILE", "OPENMP", "REPACK")
+
+
+@functools.cache
+def engine_fingerprint() -> str:
+    """llama.cpp's version and the instruction-set features it was compiled with, e.g. 'llama-cpp-python 0.3.36 x86
+    SSE3 SSSE3 AVX AVX2 F16C FMA BMI2 LLAMAFILE OPENMP REPACK'."""
+    info = llama_cpp.llama_print_system_info()
+    text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+    features = [part.split("=")[0].strip() for part in text.split("|") if part.strip().endswith("= 1")]
+    features = [f.split(":")[-1].strip() for f in features]
+    return f"llama-cpp-python {llama_cpp.__version__} {platform.machine()} {' '.join(features)}"
+
+
+def canonical_engine() -> bool:
+    """Whether the installed build is the canonical one (the features above, nothing more, nothing less)."""
+    return engine_fingerprint().split(" ", 3)[3:] == [" ".join(CANONICAL_FEATURES)] and platform.machine() in (
+        "x86_64", "AMD64")
+
+
 def _ensure_backend() -> None:
     """Install the quiet log sink and initialise the llama.cpp backend once per process."""
     global _backend_ready
@@ -388,6 +413,7 @@ class LlamaEngine:
             "grammar_sha256": hashlib.sha256(grammar.encode("utf-8")).hexdigest() if grammar else None,
             "max_tokens": max_tokens,
             "llama_cpp_python": llama_cpp.__version__,
+            "engine": engine_fingerprint(),
             "flash_attn": False,
             "kv_type": KV_TYPE_NAME,
             "seed": SEED,

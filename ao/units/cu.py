@@ -1,8 +1,11 @@
 """Compute unit, pure part: the msg and env a process sees, limits, results, the state hash.
 
-AO facts matched here: ``From`` is the ``From-Process`` tag when a trusted messenger pushed
-the message, else the signer; ``Forwarded-By`` is then the messenger; user-supplied
-``From``/``Owner`` tags (and the messenger's own tags, when a user forges them) are stripped.
+AO facts matched here: ``From`` is the ``From-Process`` tag when a messenger the process trusts
+(an ``Authority`` of its spawn) pushed the message, else the signer; ``Forwarded-By`` is then the
+messenger; user-supplied ``From``/``Owner`` tags (and the messenger's own tags, when a user forges
+them) are stripped. Beyond AO, a push counts as the source process's word only if it is exactly an
+outbox entry of that process's recorded result, not yet delivered (``ao.compute.origins``): the
+caller decides that and passes ``genuine_push``.
 If a result has ``Error``, the state stays as it was before the message.
 """
 
@@ -81,6 +84,15 @@ def first_tag(tags: Iterable[tuple[str, str]], name: str) -> str | None:
     return next((v for n, v in tags if n == name), None)
 
 
+def authorities(spawn_tags: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """The messengers a process trusts to push other processes' messages: its spawn's ``Authority`` tags (AO's rule)."""
+    found = set()
+    for name, value in spawn_tags:
+        if name == "Authority":
+            found.update(part.strip() for part in value.split(",") if part.strip())
+    return frozenset(found)
+
+
 @dataclass(frozen=True)
 class Slot:
     """What the scheduler's assignment says about one message."""
@@ -93,10 +105,10 @@ class Slot:
     hash_chain: str
 
 
-def message_json(item: dataitem.DataItem, slot: Slot, *, trusted_pushers: frozenset[str]) -> dict[str, Any]:
+def message_json(item: dataitem.DataItem, slot: Slot, *, genuine_push: bool) -> dict[str, Any]:
     """The msg a process's handle receives (AO's shape)."""
     owner = item.owner_address
-    trusted = owner in trusted_pushers
+    trusted = genuine_push
     tags = [(n, v) for n, v in item.tags if n not in STRIPPED_FROM_USERS or (trusted and n not in ("From", "Owner"))]
     from_process = first_tag(tags, "From-Process") if trusted else None
     msg: dict[str, Any] = {

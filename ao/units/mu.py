@@ -1,9 +1,11 @@
 """Messenger unit, pure part: the one place that turns a process's outbox message into the item the MU pushes.
 
 AO's messenger is at-most-once; ours is exactly-once. A pushed message's identity is
-derived from (process, nonce, index): its anchor is a hash of those three, and the
-messenger signs with Ed25519, whose signatures are deterministic, so re-building the
-same push gives the same item id and the scheduler drops the repeat as a duplicate.
+derived from (process, nonce, index): its anchor names the nonce and index and binds them to the
+process with a hash, and the messenger signs with Ed25519, whose signatures are deterministic, so
+re-building the same push gives the same item id and the scheduler drops the repeat as a duplicate.
+The anchor is also how a receiving compute unit finds the outbox entry a push claims to be
+(``ao.compute.origins``): no key alone can make a process say something it did not.
 
 An outbox is checked while its result is computed (``validate_outbox``): every message must
 become an item the scheduler will take (a valid target, ANS-104 tag bounds with the messenger's
@@ -119,9 +121,37 @@ def validate_outbox(messages: Sequence[object]) -> tuple[OutboxMessage, ...]:
     return tuple(out)
 
 
+_ANCHOR_NONCE, _ANCHOR_INDEX = 8, 4
+_ANCHOR_BINDING = dataitem.ANCHOR_BYTES - _ANCHOR_NONCE - _ANCHOR_INDEX
+
+
 def push_anchor(process_id: str, nonce: int, index: int) -> bytes:
-    """The 32-byte anchor that fixes a pushed message's identity."""
-    return hashlib.sha256(f"ao-push/{process_id}/{nonce}/{index}".encode()).digest()
+    """The 32-byte anchor that fixes a pushed message's identity: nonce, index, and a hash binding both to the process."""
+    return (nonce.to_bytes(_ANCHOR_NONCE, "big") + index.to_bytes(_ANCHOR_INDEX, "big")
+            + _anchor_binding(process_id, nonce, index))
+
+
+def _anchor_binding(process_id: str, nonce: int, index: int) -> bytes:
+    return hashlib.sha256(f"ao-push/{process_id}/{nonce}/{index}".encode()).digest()[:_ANCHOR_BINDING]
+
+
+def anchor_origin(process_id: str, anchor: bytes) -> tuple[int, int] | None:
+    """(nonce, index) of the outbox entry of `process_id` a push's anchor names, or None if it names none."""
+    if len(anchor) != dataitem.ANCHOR_BYTES:
+        return None
+    nonce = int.from_bytes(anchor[:_ANCHOR_NONCE], "big")
+    index = int.from_bytes(anchor[_ANCHOR_NONCE:_ANCHOR_NONCE + _ANCHOR_INDEX], "big")
+    if anchor[_ANCHOR_NONCE + _ANCHOR_INDEX:] != _anchor_binding(process_id, nonce, index):
+        return None
+    return nonce, index
+
+
+def is_push_of(item: dataitem.DataItem, message: OutboxMessage, *, process_id: str, module_id: str,
+               pushed_for: str) -> bool:
+    """Whether `item` carries exactly outbox `message` of `process_id` as the messenger builds it (the signer aside)."""
+    return (item.target_b64 == message.target and item.data == message.data
+            and list(item.tags) == push_tags(message, process_id=process_id, module_id=module_id,
+                                             pushed_for=pushed_for))
 
 
 def build_push(
@@ -144,9 +174,9 @@ def build_push(
     )
 
 
-def pushed_for(item_tags: Sequence[tuple[str, str]], item_id: str, trusted_pusher: bool) -> str:
-    """The root message a push chain started from: inherited from a trusted push, else this id."""
-    if trusted_pusher:
+def pushed_for(item_tags: Sequence[tuple[str, str]], item_id: str, genuine_push: bool) -> str:
+    """The root message a push chain started from: inherited from a genuine push, else this id."""
+    if genuine_push:
         for name, value in item_tags:
             if name == "Pushed-For" and su.is_id(value):
                 return value

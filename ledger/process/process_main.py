@@ -1,8 +1,13 @@
 """The token ledger process (aos token semantics), for wAR and LLAMA.
 
 Amounts are integers in base units, carried as decimal strings. State keys:
-``config`` (name, ticker, denomination, max supply, owner, grant authorities),
+``config`` (name, ticker, denomination, max supply, owner, owner powers, grant authorities),
 ``supply`` (total supply), ``balance/<address>``.
+
+Owner powers are fixed by the spawn tag ``Owner-Powers``: ``All`` (the default: the owner mints and adds
+grant authorities, as an aos token) or ``Bind-Once``: the owner can never mint, and may name the grant
+authority exactly once (``Allow-Grant``), which seals the token: from then on it has no owner at all and
+only that authority creates tokens. LLAMA is spawned ``Bind-Once`` and bound to the Fed in the genesis.
 Errors that are the sender's (bad quantity, insufficient balance, unauthorized) come
 back to the sender as ``<Action>-Error`` messages and change nothing.
 """
@@ -19,6 +24,7 @@ MAX_QUANTITY_DIGITS = 40  # far above any supply; bounds the integer parsing wor
 ADDRESS_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 DECIMAL_RE = re.compile(r"^(0|[1-9][0-9]*)$")
 BALANCE = "balance/"
+OWNER_ALL, OWNER_BIND_ONCE = "All", "Bind-Once"
 
 process = Process()
 
@@ -108,6 +114,11 @@ def spawn(ctx: Context) -> None:
         if value is not None and (not DECIMAL_RE.match(value) or len(value) > MAX_QUANTITY_DIGITS):
             raise ProcessError(f"spawn tag {name} must be a non-negative integer, got {value!r}")
     authorities = [a for a in (tag("Grant-Authorities", "") or "").split(",") if a]
+    powers = tag("Owner-Powers", OWNER_ALL) or OWNER_ALL
+    if powers not in (OWNER_ALL, OWNER_BIND_ONCE):
+        raise ProcessError(f"spawn tag Owner-Powers must be {OWNER_ALL} or {OWNER_BIND_ONCE}, got {powers[:40]!r}")
+    if powers == OWNER_BIND_ONCE and authorities:
+        raise ProcessError("a Bind-Once token names its grant authority with Allow-Grant, not Grant-Authorities")
     ctx.put(
         "config",
         {
@@ -117,6 +128,7 @@ def spawn(ctx: Context) -> None:
             "Denomination": denomination,
             "Max-Supply": cap,
             "Owner": ctx.msg.owner,
+            "Owner-Powers": powers,
             "Grant-Authorities": sorted(set(authorities)),
         },
     )
@@ -180,6 +192,8 @@ def transfer(ctx: Context) -> None:
 def mint(ctx: Context) -> None:
     """Create tokens (the token's owner only), to Recipient or the owner."""
     config = _config(ctx)
+    if config.get("Owner-Powers", OWNER_ALL) != OWNER_ALL:
+        raise Refused("this token cannot be minted: only its grant authority creates tokens")
     if ctx.msg.sender != config["Owner"]:
         raise Refused("only the token's owner may mint")
     quantity = _quantity(ctx)
@@ -205,14 +219,21 @@ def grant(ctx: Context) -> None:
 
 @refusing("Allow-Grant")
 def allow_grant(ctx: Context) -> None:
-    """Add a grant authority (the token's owner only)."""
+    """Add a grant authority (the token's owner only); a Bind-Once token takes one and seals itself."""
     config = _config(ctx)
+    if config["Owner"] is None:
+        raise Refused(f"this token is sealed: its grant authorities {', '.join(config['Grant-Authorities'])} "
+                      "are fixed and it has no owner")
     if ctx.msg.sender != config["Owner"]:
         raise Refused("only the token's owner may add a grant authority")
     authority = _address(ctx, "Authority")
     config["Grant-Authorities"] = sorted({*config["Grant-Authorities"], authority})
+    sealed = config.get("Owner-Powers", OWNER_ALL) == OWNER_BIND_ONCE
+    if sealed:
+        config["Owner"] = None
+        config["Sealed-At"] = ctx.msg.nonce
     ctx.put("config", config)
-    ctx.reply({"Action": "Allow-Grant-Confirmation", "Authority": authority})
+    ctx.reply({"Action": "Allow-Grant-Confirmation", "Authority": authority, "Sealed": "yes" if sealed else "no"})
 
 
 @refusing("Burn")

@@ -297,10 +297,12 @@ def grant_error(ctx: Context) -> None:
 
 @refusing("Resume-Deliberation")
 def resume_deliberation(ctx: Context) -> None:
-    """The Fed's owner restarts a deliberation whose last Deliberate failed (an extension error)."""
+    """Anyone restarts a deliberation whose last Deliberate failed as a message (its Error left it waiting).
+
+    Open to all, and no power: it only re-sends the Deliberate the Fed itself would send, for the governor the
+    petition waits for; the vote is whatever the log makes it, so resuming cannot change an outcome.
+    """
     _config(ctx)
-    if ctx.msg.sender != ctx.process_owner:
-        raise Refused("only the Fed's owner may resume a deliberation")
     petition_id = ctx.msg.tag("Petition-Id") or ""
     petition = _deliberating(ctx, petition_id)
     _next_governor(ctx, petition_id, len(petition["votes"]))

@@ -16,6 +16,7 @@ from django.utils import timezone
 from ao import dispatch, models, services, verify
 from ao.compute import batch, context, health, lease, message, sweep
 from ao.compute.context import process_context
+from ao.compute.origins import Origins
 from ao.effects import compute as runtimes
 from ao.effects.process_state import BatchState
 from ao.effects.stores import embedded_store
@@ -143,8 +144,9 @@ def test_near_the_compute_limit_a_fresh_and_a_warm_worker_record_the_same(alice:
     recorded = list(models.Result.objects.filter(process_id=calibration).order_by("nonce"))
     most = max(r.gas_used for r in recorded)
     assignment = models.Assignment.objects.select_related("message").get(process_id=calibration, message__id=ids[-1])
-    cold = message.evaluate_message(runtimes.fresh_component_runtime(), process_context(calibration),
-                                    BatchState(calibration), assignment, "0" * 64, instance_key=None,
+    pctx = process_context(calibration)
+    cold = message.evaluate_message(runtimes.fresh_component_runtime(), pctx, BatchState(calibration), assignment,
+                                    "0" * 64, origins=Origins(calibration, pctx.trusted_pushers), instance_key=None,
                                     fresh=True).gas_used
     assert cold - most > 50_000, (cold, most)
     limit = (most + cold) // 2  # enough for every message where the rule runs it, too little on a cold instance

@@ -21,6 +21,8 @@ class Command(BaseCommand):
         sub.add_parser("init", help="create missing keys; publish the scheduler's location")
         verify = sub.add_parser("verify", help="replay a process's log and compare every result and state hash")
         verify.add_argument("process", help="process id")
+        verify.add_argument("--shallow", action="store_true",
+                            help="only this process, not the processes whose messages it accepted")
         evaluate = sub.add_parser("evaluate", help="evaluate pending messages now (one process, or --all)")
         evaluate.add_argument("process", nargs="?", help="process id")
         evaluate.add_argument("--all", action="store_true", help="every process with unevaluated messages")
@@ -34,7 +36,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
         if action == "verify":
-            self._verify(options["process"])
+            self._verify(options["process"], options["shallow"])
         elif action == "evaluate":
             self._evaluate(options["process"], options["all"])
         elif action == "status":
@@ -47,27 +49,44 @@ class Command(BaseCommand):
                 self.stdout.write(f"created key {path}")
             self.stdout.write(f"scheduler location {location}")
 
-    def _verify(self, process_id: str) -> None:
+    def _verify(self, process_id: str, shallow: bool) -> None:
+        """Verify the process, then every process whose outbox entries it accepted as their word (unless shallow)."""
         from ao import verify
 
+        todo, done, failed = [process_id], set(), []
+        while todo:
+            pid = todo.pop(0)
+            done.add(pid)
+            report, line = self._verify_one(verify, pid)
+            if not report.ok:
+                failed.append(line)
+            if not shallow:
+                todo += sorted(report.sources - done - set(todo))
+        if failed:
+            raise CommandError("\n".join([*failed, f"{len(failed)} of {len(done)} processes did not verify"]))
+
+    def _verify_one(self, verify: Any, process_id: str) -> tuple[Any, str]:
         def progress(done: int, total: int) -> None:
-            self.stderr.write(f"  replayed {done}/{total}")
+            self.stderr.write(f"  {process_id[:8]}: replayed {done}/{total}")
 
         try:
             report = verify.verify_process(process_id=process_id, progress=progress)
         except AoError as exc:
             raise CommandError(str(exc)) from exc
         rate = report.checked / report.seconds if report.seconds else 0.0
+        pending = f"; {report.pending} scheduled messages not evaluated yet" if report.pending else ""
+        engines = f"; LLM engine {', '.join(sorted(report.engines))}" if report.engines else ""
         if report.ok:
-            self.stdout.write(f"OK: {report.checked} messages replayed, every result and state hash matches "
-                              f"({report.seconds:.2f} s, {rate:.0f} msg/s)")
-            return
-        d = report.divergence
-        assert d is not None
-        raise CommandError(
-            f"DIVERGED at nonce {d.nonce} ({d.what}) after {report.checked} matching messages\n"
-            f"  recorded: {d.recorded}\n  replayed: {d.replayed}"
-        )
+            line = (f"OK {process_id}: {report.checked} messages replayed, every result, state hash and state row "
+                    f"matches ({report.seconds:.2f} s, {rate:.0f} msg/s){pending}{engines}")
+            self.stdout.write(line)
+        elif report.fault:
+            line = f"NOT VERIFIED {process_id}: {report.fault}"
+        else:
+            d = report.divergence
+            line = (f"DIVERGED {process_id} at nonce {d.nonce} ({d.what}) after {report.checked} matching messages\n"
+                    f"  recorded: {d.recorded}\n  replayed: {d.replayed}")
+        return report, line
 
     def _evaluate(self, process_id: str | None, every: bool) -> None:
         from ao import models
