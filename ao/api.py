@@ -305,7 +305,10 @@ def cu_results(request: HttpRequest, process_id: str) -> HttpResponse:
     if end is not None:
         qs = qs.filter(nonce__lte=end) if sort == "ASC" else qs.filter(nonce__gte=end)
     rows = list(qs.order_by("nonce" if sort == "ASC" else "-nonce")[: limit + 1])
-    edges = [{"cursor": str(r.nonce), "node": reads.result_json(r)} for r in rows[:limit]]
+    # Beyond AO's shape, each edge carries what a verifier on another node compares: the running state hash, and
+    # the Pushed-For / origin the compute unit decided (README, "Verifying a node").
+    edges = [{"cursor": str(r.nonce), "node": reads.result_json(r), "stateHash": r.state_hash,
+              "pushedFor": r.pushed_for, "origin": r.origin} for r in rows[:limit]]
     return JsonResponse({"edges": edges, "pageInfo": {"hasNextPage": len(rows) > limit}})
 
 

@@ -35,8 +35,8 @@ from ao.compute.origins import LocalSources, Origins, Sources
 from ao.effects.compute import fresh_component_runtime
 from ao.effects.core64 import CoreModuleRuntime, CoreProcess
 from ao.effects.process_state import MemoryState
-from ao.errors import HostFault
-from ao.extensions import llm
+from ao.errors import HostFault, UnknownProcess
+from ao.extensions import llm, weavedrive
 from ao.modules import CORE64_FORMAT
 from ao.permaweb import dataitem
 from ao.units import cu, su
@@ -66,6 +66,7 @@ class VerifyReport:
     fault: str = ""  # this node could not finish the replay (not a verdict on the record)
     sources: set[str] = field(default_factory=set)  # processes whose recorded outboxes genuine pushes came from
     engines: set[str] = field(default_factory=set)  # LLM engine fingerprints recorded in the replayed calls
+    state_compared: bool = False  # the record's state table was compared with the replayed state
 
     @property
     def ok(self) -> bool:
@@ -120,6 +121,8 @@ class _Diverged(Exception):
 
 def verify_process(*, process_id: str, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
     """Replay a process of this node from its log; stop at the first divergence."""
+    if not models.Process.objects.filter(id=process_id).exists():
+        raise UnknownProcess(f"no process {process_id} on this node")
     return replay(LocalRecord(process_id), progress=progress)
 
 
@@ -201,6 +204,7 @@ def _replay(record: Any, report: VerifyReport, progress: Callable[[int, int], No
                                    f"the log has {length} slots"))
     runtime = fresh_component_runtime()
     state = MemoryState()
+    admissions = weavedrive.Admissions(process_id, vouchers=[])  # WeaveDrive admits by the replayed log itself
     pctx: ProcessContext | None = None
     origins: Origins | None = None
     core: CoreProcess | None = None
@@ -234,12 +238,15 @@ def _replay(record: Any, report: VerifyReport, progress: Callable[[int, int], No
             previous_time = signed.timestamp
             if core is None:
                 replayed = evaluate_message(runtime, pctx, state, signed, state_hash, origins=origins,
-                                            instance_key=instance_key, fresh=nonce == window_start)
+                                            instance_key=instance_key, fresh=nonce == window_start,
+                                            admissions=admissions)
                 if replayed.error or (nonce + 1) % pctx.window == 0:
                     window_start = nonce + 1
             else:
                 replayed = evaluate_core_message(core, pctx, signed, state_hash, origins=origins)
             _compare(nonce, results.get(nonce), replayed, item, pctx, report)
+            admissions.saw(nonce=nonce, block_height=signed.block_height, item_tags=list(item.tags),
+                           signer=item.owner_address)
             if core is not None and nonce in checkpoints:
                 memory = core.take_snapshot().sha256()
                 if memory != checkpoints[nonce]:
@@ -252,7 +259,7 @@ def _replay(record: Any, report: VerifyReport, progress: Callable[[int, int], No
         if nonce < end:
             raise _Diverged(Divergence(nonce, "log", f"slot {nonce}", "missing"))
     if core is None:
-        _compare_state(record, state, evaluated)
+        report.state_compared = _compare_state(record, state, evaluated)
 
 
 def _check_slot(slot: Slot, process_id: str, scheduler: str, expected_chain: str,
@@ -371,13 +378,14 @@ def _engines(body: Any) -> set[str]:
     return found
 
 
-def _compare_state(record: Any, state: MemoryState, evaluated: int) -> None:
+def _compare_state(record: Any, state: MemoryState, evaluated: int) -> bool:
     stored = record.state()
     if stored is None:
-        return
+        return False
     replayed = state.data
     for key in sorted(set(stored) | set(replayed)):
         if stored.get(key) != replayed.get(key):
             raise _Diverged(Divergence(evaluated - 1, f"state row {key[:200]}",
                                        str(stored.get(key))[:500] if key in stored else "(absent)",
                                        str(replayed.get(key))[:500] if key in replayed else "(absent)"))
+    return True

@@ -3,16 +3,24 @@
 (i)  one completion through LlamaEngine vs the same prompt tokens through raw llama-cpp-python
      (Llama.eval + a greedy llama.cpp sampler loop); goal <= 1.05x, outputs asserted identical;
 (ii) three completions sharing a ~850-token prefix whose state is reused vs the same three each
-     computed from a fresh context; goal <= 0.3x, outputs asserted identical.
+     computed from a fresh context; goal <= 0.3x, outputs asserted identical;
+(iii) the canonical engine (the installed build: x86-64-v3, no native tuning, no runtime dispatch) vs llama.cpp
+     built natively for this CPU (pip's default build, installed from pip's cache into var/bench/llama-native, run
+     in a child process), on the same completion; goal <= 1.2x; the tokens and logits hashes are printed;
+(iv) with --decision: one Fed decision on the model, evaluated live (the three governors) vs replay-verified.
 
-    .venv/bin/python bench/llm.py               # writes and uses the tiny test GGUF
-    .venv/bin/python bench/llm.py model.gguf    # a real model (one thread)
+    .venv/bin/python bench/llm.py                        # writes and uses the tiny test GGUF
+    .venv/bin/python bench/llm.py model.gguf             # a real model (one thread)
+    .venv/bin/python bench/llm.py --default [--decision] # the default model (materialized from its packages)
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -108,9 +116,97 @@ def raw_llama(path: Path) -> llama_cpp.Llama:
         low.llama_model_default_params = default
 
 
+NATIVE_DIR = ROOT / "var" / "bench" / "llama-native"
+
+
+def native_build() -> Path:
+    """llama-cpp-python as pip builds it by default (GGML_NATIVE: tuned for this CPU), beside the project's."""
+    if not (NATIVE_DIR / "llama_cpp").is_dir():
+        env = {k: v for k, v in os.environ.items() if k != "CMAKE_ARGS"}
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(NATIVE_DIR),
+                        f"llama_cpp_python=={llama_cpp.__version__}"], check=True, env=env)
+    return NATIVE_DIR
+
+
+def timed_completion(path: Path, repeats: int) -> dict[str, object]:
+    """Median time of one completion (the engine-vs-raw request) on whichever llama_cpp is importable."""
+    from ao.extensions import llm
+
+    engine = LlamaEngine(path, expected_sha256=file_sha256(path), n_ctx=N_CTX, n_batch=N_BATCH, n_threads=N_THREADS)
+    request = CompletionRequest(prefix=(), parts=scaffold(engine, SINGLE_PROMPT_TOKENS) + turn(PETITIONS[0]),
+                                grammar="", max_tokens=MAX_TOKENS)
+    (seconds,), (done,) = interleaved(repeats, lambda: engine.complete(request))
+    engine.close()
+    return {"ms": round(seconds * 1000, 3), "tokens": list(done.tokens), "logits_sha256": done.logits_sha256,
+            "engine": llm.engine_fingerprint()}
+
+
+def canonical_vs_native(path: Path, repeats: int) -> dict[str, object]:
+    ours = timed_completion(path, repeats)
+    child = subprocess.run([sys.executable, __file__, "--child-completion", str(path), str(repeats)],
+                           env={**os.environ, "PYTHONPATH": str(native_build())}, capture_output=True, text=True,
+                           check=True)
+    native = json.loads(child.stdout.strip().splitlines()[-1])
+    return {"canonical": ours, "native": native, "ratio": round(float(ours["ms"]) / float(native["ms"]), 3),
+            "goal": "<= 1.2", "same_tokens": ours["tokens"] == native["tokens"],
+            "same_logits": ours["logits_sha256"] == native["logits_sha256"]}
+
+
+def decision_replay(path: Path) -> dict[str, object]:
+    """One petition decided by the Fed on this model, evaluated live, then replay-verified from the log."""
+    from _setup import django_ready
+
+    django_ready()
+    from ao import verify, weave
+    from ao.effects import keys
+    from ao.node import node_settle
+    from ledger.models import Token
+    from policy import services as fed_services
+    from tests import factories
+    from tests.policy.test_fed import OFFERING
+    from ao import services
+
+    model = weave.weave_upload(path=path, tags=[], name=path.name)
+    fed = fed_services.fed_bootstrap(model_tx=model).process_id
+    war = Token.objects.get(ticker="wAR").process_id
+    user = factories.user_key()
+    for signer, action, tags in ((keys.operator_wallet(), "Mint", {"Quantity": str(10**12), "Recipient": user.address}),
+                                 (user, "Transfer", {"Recipient": fed, "Quantity": str(OFFERING),
+                                                     "X-Petition": "I repaired the roof of the village school.",
+                                                     "X-Sender-Name": "Ada"})):
+        item = factories.message_item(signer, war, action=action, extra=list(tags.items()))
+        services.su_schedule(raw=item.serialize())
+    start = time.perf_counter()
+    node_settle()
+    live = time.perf_counter() - start
+    report = verify.verify_process(process_id=fed)
+    assert report.ok, report.divergence
+    return {"fed_messages": report.checked, "live_s": round(live, 2), "verify_s": round(report.seconds, 2),
+            "ratio": round(report.seconds / live, 3), "verify_msg_per_s": round(report.checked / report.seconds, 3)}
+
+
+def default_model_file() -> Path:
+    """The default model's GGUF bytes as one file (the packages hold it in parts)."""
+    from ao.extensions import default_model
+
+    target = ROOT / "var" / "bench" / "default-model.gguf"
+    if not target.exists() or target.stat().st_size != default_model.SIZE:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with default_model.open_concatenated() as source, target.open("wb") as out:
+            shutil.copyfileobj(source, out, 16 * 1024 * 1024)
+    return target
+
+
 def main() -> None:
-    tiny = len(sys.argv) < 2
-    path = tiny_gguf_path(Path(tempfile.mkdtemp(prefix="llm-bench-"))) if tiny else Path(sys.argv[1])
+    if sys.argv[1:2] == ["--child-completion"]:
+        print(json.dumps(timed_completion(Path(sys.argv[2]), int(sys.argv[3]))))
+        return
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    tiny = not args and "--default" not in sys.argv
+    if tiny:
+        path = tiny_gguf_path(Path(tempfile.mkdtemp(prefix="llm-bench-")))
+    else:
+        path = default_model_file() if "--default" in sys.argv else Path(args[0])
     repeats = REPEATS_TINY if tiny else REPEATS_REAL
     start = time.perf_counter()
     sha = file_sha256(path)
@@ -172,6 +268,8 @@ def main() -> None:
             "ratio_including_first": round(first_s / fresh_s, 3),
             "identical_outputs": True,
         },
+        "canonical_vs_native": canonical_vs_native(path, repeats),
+        **({"decision_replay": decision_replay(path)} if "--decision" in sys.argv else {}),
     }, indent=2))
 
 

@@ -26,7 +26,6 @@ def main() -> None:
     from ao import services, verify
     from ao.compute import batch, pushes
     from ao.compute.context import process_context
-    from ao.effects import keys
     from ao.permaweb import dataitem
     from ao.permaweb.wallet import Ed25519Key
     from ao.units import su

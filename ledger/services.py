@@ -10,7 +10,6 @@ from django.db import transaction
 from ao import modules, services
 from ao.effects import keys
 from ao.permaweb import dataitem
-from ao.units import su
 from ledger.models import Token
 from ledger.tokens import TOKENS, TokenSpec
 

@@ -95,6 +95,11 @@ def verify_run(*, run_id: int) -> VerifyRun:
                                                    finished_at=timezone.now())
     else:
         d = report.divergence
+        if report.fault:  # this node could not finish the replay: not a verdict on the record
+            VerifyRun.objects.filter(id=run_id).update(status=VerifyRun.Status.FAILED, error=report.fault,
+                                                       checked=report.checked, finished_at=timezone.now())
+            run.refresh_from_db()
+            return run
         VerifyRun.objects.filter(id=run_id).update(
             status=VerifyRun.Status.MATCH if d is None else VerifyRun.Status.DIVERGED,
             checked=report.checked,

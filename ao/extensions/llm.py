@@ -146,6 +146,7 @@ class Completion:
     prefix_reused: bool
     stop_reason: str  # STOP_EOG or STOP_MAX_TOKENS
     tokens: tuple[int, ...] = field(default=(), compare=False, repr=False)
+    logits_sha256: str = ""  # sha256 over the float32 logits of every generation step: the engine's exact output
 
 
 def fuel_for(*, prompt_tokens: int, generated_tokens: int) -> int:
@@ -388,7 +389,7 @@ class LlamaEngine:
 
             reused = self._start(prefix)
             self._decode(suffix)
-            generated, stop = self._generate(grammar, request.max_tokens)
+            generated, stop, logits_sha256 = self._generate(grammar, request.max_tokens)
             return Completion(
                 text=self.detokenize(generated),
                 prefix_tokens=len(prefix),
@@ -400,6 +401,7 @@ class LlamaEngine:
                 prefix_reused=reused,
                 stop_reason=stop,
                 tokens=tuple(generated),
+                logits_sha256=logits_sha256,
             )
 
     def params(self, *, grammar: str, max_tokens: int) -> dict[str, Any]:
@@ -533,23 +535,25 @@ class LlamaEngine:
         logits.flags.writeable = False
         return logits
 
-    def _generate(self, grammar: _Grammar | None, max_tokens: int) -> tuple[list[int], str]:
-        """Greedy tokens from the current logits on, until end-of-generation or max_tokens."""
+    def _generate(self, grammar: _Grammar | None, max_tokens: int) -> tuple[list[int], str, str]:
+        """Greedy tokens from the current logits on, until end-of-generation or max_tokens; and the logits' hash."""
         sampler = grammar.fresh() if grammar else None
         generated: list[int] = []
+        digest = hashlib.sha256()
         try:
             while True:
                 logits = self._last_logits()
+                digest.update(logits.data)
                 token = int(np.argmax(logits))  # the first maximum, as llama.cpp's greedy sampler picks
                 if sampler is not None:
                     token = self._grammar_choice(sampler, logits, token)
                 if self.is_eog(token):
-                    return generated, STOP_EOG
+                    return generated, STOP_EOG, digest.hexdigest()
                 if sampler is not None:
                     llama_cpp.llama_sampler_accept(sampler, token)
                 generated.append(token)
                 if len(generated) >= max_tokens:
-                    return generated, STOP_MAX_TOKENS
+                    return generated, STOP_MAX_TOKENS, digest.hexdigest()
                 self._decode([token])
         finally:
             if sampler is not None:

@@ -120,6 +120,7 @@ class LlmBinding:
             "tokens": {"prefix": done.prefix_tokens, "prompt": done.prompt_tokens,
                        "generated": done.generated_tokens},
             "stop": done.stop_reason,
+            "logits_sha256": done.logits_sha256,
             "fuel": done.fuel,
         }
         self.calls.append(record)

@@ -160,12 +160,34 @@ def chunk_cache() -> ChunkCache:
         return cache
 
 
+@dataclass(frozen=True)
+class Voucher:
+    """An Attestation or Available item assigned in a process's log."""
+
+    nonce: int
+    block_height: int
+    kind: str  # "Attestation" or "Available"
+    signer: str
+    tx_id: str
+
+
 @dataclass
 class Admissions:
-    """Admission answers known for one process during one batch: tx id -> first nonce it is readable at."""
+    """Admission answers known for one process during one batch: tx id -> first nonce it is readable at.
+
+    ``vouchers`` set (a replay that reads its log from memory, ``ao.verify``): the process's own log is that list,
+    not this node's database.
+    """
 
     process_id: str
     admitted_from: dict[str, int] = field(default_factory=dict)
+    vouchers: list[Voucher] | None = None
+
+    def saw(self, *, nonce: int, block_height: int, item_tags: list[tuple[str, str]], signer: str) -> None:
+        """Remember a replayed slot's item if it vouches for data."""
+        tags = dict(reversed(item_tags))  # the first value of each name
+        if self.vouchers is not None and tags.get("Type") in ("Attestation", "Available") and tags.get("Message"):
+            self.vouchers.append(Voucher(nonce, block_height, tags["Type"], signer, tags["Message"]))
 
 
 class WeaveDrive:
@@ -256,8 +278,10 @@ class WeaveDrive:
                 f"{self.block_height} (Availability-Type Library)")
 
     def _admitted_by_log(self, tx_id: str) -> bool:
-        vouchers = _items_for(tx_id)
         policy = self.policy
+        if self.admissions.vouchers is not None:
+            return self._admitted_by_vouchers(tx_id)
+        vouchers = _items_for(tx_id)
         if policy.mode == "Assignments":
             allowed = {policy.scheduler, *policy.attestors}
             return models.Assignment.objects.filter(
@@ -281,6 +305,18 @@ class WeaveDrive:
             condition, block_height__lt=self.block_height,
             message__in=vouchers.filter(tag_rows__name="Type", tag_rows__value="Available"),
         ).exists()
+
+    def _admitted_by_vouchers(self, tx_id: str) -> bool:
+        policy = self.policy
+        earlier = [v for v in self.admissions.vouchers or () if v.tx_id == tx_id and v.nonce < self.nonce]
+        if policy.mode == "Assignments":
+            allowed = {policy.scheduler, *policy.attestors}
+            return any(v.kind == "Attestation" and v.signer in allowed and v.block_height <= self.block_height
+                       for v in earlier)
+        if policy.mode == "Individual":
+            return any(v.kind == "Available" and v.signer == policy.owner for v in earlier)
+        raise HostUnavailable("a process reading through libraries (Availability-Type Library) is verified on a node "
+                              "that holds the libraries' logs")
 
     def _document(self, parsed: wd.WeavePath) -> bytes:
         if parsed.kind == "tx":

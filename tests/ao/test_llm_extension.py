@@ -77,10 +77,10 @@ def test_completion_is_byte_identical_in_a_fresh_worker_with_other_threads(
         assert _complete(alice, pid, tiny_model, text, **{"Max-Tokens": "24"}).error == ""
     # A fresh worker process (new engine, new WebAssembly instance), llama.cpp on 2 threads, replays the log.
     env = {**os.environ, "DATABASE_URL": workers.database_url(), "AO_LLM_THREADS": "2"}
-    proc = subprocess.run([sys.executable, "manage.py", "ao", "verify", pid], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "manage.py", "ao", "verify", "--", pid], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"OK: {1 + 1 + len(texts)} messages replayed" in proc.stdout
+    assert f"OK {pid}: {1 + 1 + len(texts)} messages replayed" in proc.stdout
 
 
 @pytest.mark.slow

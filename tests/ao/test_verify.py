@@ -135,7 +135,7 @@ def test_every_tampering_is_named_and_none_crashes_verify(ledger: str, client, m
             assert not report.ok and report.divergence is not None, name
             assert report.divergence.what.startswith(kind), (name, report.divergence)
             with pytest.raises(CommandError, match=kind):
-                call_command("ao", "verify", ledger)
+                call_command("ao", "verify", "--", ledger)
             if name == "a middle result deleted":
                 message = _assignment(ledger, 3).message.id
                 response = client.get(f"/ao/cu/result/{message}", {"process-id": ledger})
@@ -169,7 +169,7 @@ def test_a_forged_push_accepted_by_a_bent_compute_unit_is_named(alice: Ed25519Ke
     report = verify.verify_process(process_id=receiver)
     assert report.divergence is not None and report.divergence.what == "forged push", report.divergence
     with pytest.raises(CommandError, match="forged push"):
-        call_command("ao", "verify", receiver)
+        call_command("ao", "verify", "--", receiver)
 
 
 def test_verify_takes_the_message_count_from_the_log(ledger: str, alice: Ed25519Key) -> None:
