@@ -99,3 +99,25 @@ def test_a_real_completion_with_the_default_model(alice: Ed25519Key, probe_modul
     [call] = result.body["Calls"]
     assert call["model"]["sha256"] == "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
     assert call["output"].startswith('{"grade": ') and call["output"][10] in "012345"
+
+
+@pytest.mark.django_db
+def test_call_records_name_the_engine_and_verify_says_when_it_differs(alice: Ed25519Key, probe_module: str,
+                                                                      tiny_model: str) -> None:
+    from ao import verify
+    from ao.extensions import llm
+
+    pid = _llm_process(alice, probe_module, tiny_model)
+    result = _complete(alice, pid, tiny_model, "I planted trees.", **{"Max-Tokens": "8"})
+    [call] = result.body["Calls"]
+    assert call["params"]["engine"] == llm.engine_fingerprint() and len(call["logits_sha256"]) == 64
+    assert verify.verify_process(process_id=pid).engines == {llm.engine_fingerprint()}
+    # A record made by another build of llama.cpp (here: one tuned for AVX-512) is named as such.
+    other = llm.engine_fingerprint().replace(" LLAMAFILE", " AVX512 LLAMAFILE")
+    body = json.loads(json.dumps(result.body))
+    body["Calls"][0]["params"]["engine"] = other
+    models.Result.objects.filter(pk=result.pk).update(body=body)
+    report = verify.verify_process(process_id=pid)
+    assert report.divergence is not None and report.divergence.nonce == result.nonce
+    assert f"the record's LLM engine {other} differs from this node's {llm.engine_fingerprint()}" in (
+        report.divergence.what)
