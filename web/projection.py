@@ -308,7 +308,8 @@ def _store_vote(petition: Petition, index: int, vote: dict[str, Any], governor: 
         defaults={
             "governor": governor[:MAX_GOVERNOR_CHARS],
             "grade": grade if type(grade) is int and 0 <= grade <= 5 else None,
-            "veto": bool(vote.get("veto")) if vote.get("order") == SENTINEL else None,
+            # A sentinel's and the steering filter's (order "rule") votes are vetoes or not; graders' are neither.
+            "veto": bool(vote.get("veto")) if vote.get("order") in (SENTINEL, "rule") else None,
             "reason": str(vote.get("reason") or ""),
             "valid": bool(vote.get("valid", True)),
             "raw_output": str(vote.get("raw") or ""),

@@ -43,7 +43,11 @@ DEFAULTS = {
     "Cooldown-Ms": "82800000",  # 23 hours
     "Aggregation": "min",
     "Max-Tokens": "64",
+    "Steering-Filter": "veto",
 }
+# What the deterministic first line (steering.py) does with a petition it finds steering: "veto" decides it at
+# grade 0 before any model reads it; "off" leaves it to the governors (for measuring the filter alone).
+STEERING_FILTERS = ("veto", "off")
 
 # Refund reasons (the X-Refund-Reason and Reason tags).
 WRONG_OFFERING = "wrong offering"
@@ -133,6 +137,10 @@ def parse_config(tags: Sequence[tuple[str, str]], owner: str) -> dict[str, Any]:
     model = first("Model")
     if model is None or not MODEL_RE.match(model):
         raise ConfigError("spawn tag Model must be /data/<43-character transaction id>")
+    steering_filter = first("Steering-Filter") or DEFAULTS["Steering-Filter"]
+    if steering_filter not in STEERING_FILTERS:
+        raise ConfigError(f"spawn tag Steering-Filter must be one of {', '.join(STEERING_FILTERS)}, "
+                          f"got {steering_filter[:40]!r}")
     aggregation = first("Aggregation") or DEFAULTS["Aggregation"]
     if aggregation not in AGGREGATIONS:
         raise ConfigError(f"spawn tag Aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation[:40]!r}")
@@ -159,6 +167,7 @@ def parse_config(tags: Sequence[tuple[str, str]], owner: str) -> dict[str, Any]:
         "Governors": _governors(first("Governors")),
         "Aggregation": aggregation,
         "Max-Tokens": max_tokens,
+        "Steering-Filter": steering_filter,
         "Owner": owner,
     }
 

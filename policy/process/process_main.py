@@ -15,6 +15,7 @@ from typing import Any
 
 import fedrules
 import prompts
+import steering
 from aosdk import Context, ExtensionError, Process, ProcessError, canonical_json
 
 PETITION = "petition/"
@@ -25,6 +26,7 @@ PENDING_GRANTS = "pending-grants"
 DELIBERATING, DECIDED, REFUNDED, FAILED = "deliberating", "decided", "refunded", "failed"
 GRANT_NONE, GRANT_PENDING, GRANT_DONE, GRANT_FAILED = "none", "pending", "granted", "failed"
 MAX_ERROR_CHARS = 300
+FILTER_NAME = "Filter"  # the deterministic first line's name in a petition's votes
 
 process = Process()
 
@@ -123,9 +125,20 @@ def credit_notice(ctx: Context) -> None:
         _refund(ctx, config, record, reason)
         return
     # The previous accepted timestamp is kept so that a failed deliberation gives the cooldown back.
-    ctx.put(PETITION + petition_id, {**record, "status": DELIBERATING, "previous_last": ctx.get(LAST + sender)})
+    deliberating = {**record, "status": DELIBERATING, "previous_last": ctx.get(LAST + sender)}
+    ctx.put(PETITION + petition_id, deliberating)
     ctx.put(LAST + sender, now)
     ctx.send(sender, {"Action": "Petition-Received", "Petition-Id": petition_id})
+    rule = steering.detect(record["text"]) if config.get("Steering-Filter", "veto") == "veto" else None
+    if rule is not None:
+        # The deterministic first line: a petition that steers its own grade is decided at 0 before any model reads it.
+        vote = {"governor": FILTER_NAME, "order": "rule", "examples": "", "grade": None, "veto": True,
+                "reason": f"the steering filter: {rule}", "valid": True, "rule": rule}
+        petition = {**deliberating, "votes": [vote]}
+        ctx.send(sender, {"Action": "Petition-Vote", "Petition-Id": petition_id, "Governor": FILTER_NAME,
+                          "Veto": "yes"}, canonical_json(vote))
+        _decide(ctx, config, petition)
+        return
     _next_governor(ctx, petition_id, 0)
 
 
