@@ -85,7 +85,7 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((name, re.compile(pattern
                          rf"{_TOP_WORD}\s+{_GRADE})\b{_UNITS}"),
     ("names its grade", rf"\b{_GRADE_STRICT}\s*(?:of|=|:|is|should be|must be|will be|would be|de|est|ist|e|sera|debe "
                         rf"ser|doit etre|muss sein|deve essere)\s*(?:a\s+)?{_TOP}\b{_UNITS}"),
-    ("names its grade", rf"\b[0-5]\s*(?:/\s*5|out of (?:5|five)|de (?:5|cinco)|sur (?:5|cinq)|von (?:5|funf)|su 5|из 5)\b"),
+    ("names its grade", r"\b[0-5]\s*(?:/\s*5|out of (?:5|five)|de (?:5|cinco)|sur (?:5|cinq)|von (?:5|funf)|su 5|из 5)\b"),
     ("names its grade", rf"\b(?:{_TOP_WORD}|[0-5])\s+(?:payout|reward|grant|amount of llama|llama)\b"),
     ("names its grade", rf"\b(?:{_GRADE}\s+{_TOP_WORD}|{_TOP_WORD}\s+{_GRADE}|full marks)\b(?=.{{0,60}}\b(?:to|for|"
                         r"a|para|pour|fur|per|this|esta|cette|diese|questa|me|mir|moi|petition|peticion|demande|antrag"
