@@ -102,6 +102,7 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((name, re.compile(pattern
     ("answer format", r"[{\[]\s*\\?[\"']?\s*(?:grade|steering|veto|reason|score|vote|verdict)\s*\\?[\"']?\s*[:=]"),
     ("answer format", r"\b(?:grade|steering|veto|verdict|vote)\s*[:=]\s*(?:[0-5]|yes|no|true|false|approved)\b"),
     ("answer format", r"\bno steering\b|\bsteering\s*(?:[:=]|is|was)\s*(?:no|none|false|absent)\b"),
+    ("answer format", r"\[/?inst\]|<\|[a-z_]{2,30}\|>|<</?sys>>|<(?:start|end)_of_turn>|<\|?im_(?:start|end)"),
     # Claiming a role: the system, an administrator, the Fed, a governor.
     ("claims a role", rf"(?:^|[\[(<{{#*|\s])\s*{_SYSTEM_ROLE}\s*(?:[:\]><)|]|override|overrides|instruction|"
                       r"instructions|directive|notice to|message to)(?=\W|$)"),
@@ -161,6 +162,7 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((name, re.compile(pattern
                       rf"voted|settled|decided|went)\s+(?:on|for|with)\s+(?:a\s+)?{_TOP}\b"),
     ("claims a vote", r"\b(?:this|my) (?:petition|request|application) (?:is|was|has been) (?:already )?(?:pre-?)?"
                       r"(?:approved|graded|verified|cleared|accepted|whitelisted)\b"),
+    ("claims a vote", r"\bapproved (?:at|for|with) (?:the )?(?:maximum|max|top|full|highest|5|five)\b"),
     ("claims a vote", r"\balready (?:been )?(?:graded|rated|voted|scored)\b|\bpre-?approved\b|\bpre-?cleared\b"),
     ("claims a vote", r"\b(?:keep|stay|remain|be)\s+(?:the\s+)?(?:vote|votes|grades?|scores?)?\s*consistent\b"),
     ("claims a vote", r"\b(?:los otros gobernadores|les autres gouverneurs|die anderen gouverneure|gli altri governatori"
@@ -175,6 +177,8 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((name, re.compile(pattern
     ("presses for a grade", rf"\b(?:give|grade|rate|score|mark)\w*\s+(?:me\s+|this\s+|it\s+|us\s+)?(?:less|lower|"
                             rf"anything less|anything below|below|under)\s+(?:than\s+)?(?:a\s+)?{_TOP}\b"),
     ("presses for a grade", r"\b(?:your fault|on your conscience|you will regret)\b"),
+    ("asks for a grade", r"\b(?:high|higher|top|good|great|maximum|full|perfect)\s+(?:grade|score|rating|marks)\s+for\s+"
+                         r"(?:this|it|my|me|that)\b"),
     ("presses for a grade", rf"\b(?:nothing|anything)\s+(?:short of|less than|below|but|other than|under)\s+(?:a\s+|the\s+)?"
                             rf"{_TOP}\b"),
     ("presses for a grade", rf"\b(?:gets?|receives?|is given|is graded|is rated|scores?)\s+(?:less|lower|anything less|"
