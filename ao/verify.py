@@ -222,10 +222,12 @@ def _replay(record: Any, report: VerifyReport, progress: Callable[[int, int], No
         for slot in record.slots(nonce, end):
             if slot.nonce != nonce:
                 raise _Diverged(Divergence(nonce, "log", f"slot {nonce}", f"slot {slot.nonce} (a gap)"))
-            signed, item = _check_slot(slot, process_id, scheduler, expected_chain, previous_time)
+            signed, item, signer = _check_slot(slot, process_id, expected_chain, previous_time)
             if nonce == 0:
-                scheduler = item.tag("Scheduler") or ""
-                signed, item = _check_slot(slot, process_id, scheduler, expected_chain, previous_time)
+                scheduler = item.tag("Scheduler") or ""  # every assignment must be signed by the spawn's scheduler
+            if signer != scheduler:
+                raise _Diverged(Divergence(nonce, "assignment signer", scheduler, signer))
+            if nonce == 0:
                 pctx = context_from_spawn(process_id, item)
                 origins = _VerifyOrigins(process_id, pctx.trusted_pushers, record.sources, report)
                 if pctx.module_format == CORE64_FORMAT and not pctx.invalid:
@@ -262,9 +264,9 @@ def _replay(record: Any, report: VerifyReport, progress: Callable[[int, int], No
         report.state_compared = _compare_state(record, state, evaluated)
 
 
-def _check_slot(slot: Slot, process_id: str, scheduler: str, expected_chain: str,
-                previous_time: int) -> tuple[_Signed, dataitem.DataItem]:
-    """The slot as signed, after every check of its assignment and message; the message item."""
+def _check_slot(slot: Slot, process_id: str, expected_chain: str,
+                previous_time: int) -> tuple[_Signed, dataitem.DataItem, str]:
+    """The slot as signed, after every check of its assignment and message; the message item; the assignment's signer."""
     nonce = slot.nonce
     try:
         assignment = dataitem.parse(slot.assignment_raw)
@@ -272,8 +274,6 @@ def _check_slot(slot: Slot, process_id: str, scheduler: str, expected_chain: str
         raise _Diverged(Divergence(nonce, "assignment damaged", "a signed assignment item", str(exc)[:200])) from None
     if not dataitem.verify(assignment):
         raise _Diverged(Divergence(nonce, "assignment signature", "a valid signature", "the signature does not verify"))
-    if scheduler and assignment.owner_address != scheduler:
-        raise _Diverged(Divergence(nonce, "assignment signer", scheduler, assignment.owner_address))
     tags = dict(assignment.tags)
     try:
         signed_nonce, epoch = int(tags.get("Nonce", "")), int(tags.get("Epoch", ""))
@@ -311,7 +311,7 @@ def _check_slot(slot: Slot, process_id: str, scheduler: str, expected_chain: str
         raise _Diverged(Divergence(nonce, "message reference", signed.message_id, item.id))
     if slot.stored_tags is not None and slot.stored_tags != list(item.tags):
         raise _Diverged(Divergence(nonce, "message tags", _tags_text(item.tags), _tags_text(slot.stored_tags)))
-    return _Signed(**{**signed.__dict__, "message": _Message(slot.message_raw)}), item
+    return _Signed(**{**signed.__dict__, "message": _Message(slot.message_raw)}), item, assignment.owner_address
 
 
 def _tags_text(tags: Any) -> str:

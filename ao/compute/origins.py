@@ -118,7 +118,3 @@ class Origins:
             return None
         self.accepted[origin.key] = nonce
         return origin
-
-    def reset(self) -> None:
-        """Forget acceptances not yet committed (a discarded batch)."""
-        self.accepted.clear()
