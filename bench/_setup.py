@@ -50,3 +50,18 @@ def _recreate_pg_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         conn.execute(f'CREATE DATABASE "{name}"')
     connection.close()
+
+
+def default_model_file() -> Path:
+    """The default model's GGUF bytes as one file under var/bench (its packages hold it in parts), made once."""
+    import shutil
+
+    sys.path.insert(0, str(ROOT))
+    from ao.extensions import default_model
+
+    target = ROOT / "var" / "bench" / "default-model.gguf"
+    if not target.exists() or target.stat().st_size != default_model.SIZE:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with default_model.open_concatenated() as source, target.open("wb") as out:
+            shutil.copyfileobj(source, out, 16 * 1024 * 1024)
+    return target

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -194,18 +193,6 @@ def decision_replay(path: Path) -> dict[str, object]:
             "ratio_cold": round(cold.seconds / live, 3), "ratio_warm": round(warm.seconds / live, 3)}
 
 
-def default_model_file() -> Path:
-    """The default model's GGUF bytes as one file (the packages hold it in parts)."""
-    from ao.extensions import default_model
-
-    target = ROOT / "var" / "bench" / "default-model.gguf"
-    if not target.exists() or target.stat().st_size != default_model.SIZE:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with default_model.open_concatenated() as source, target.open("wb") as out:
-            shutil.copyfileobj(source, out, 16 * 1024 * 1024)
-    return target
-
-
 def main() -> None:
     if sys.argv[1:2] == ["--child-completion"]:
         print(json.dumps(timed_completion(Path(sys.argv[2]), int(sys.argv[3]))))
@@ -215,6 +202,8 @@ def main() -> None:
     if tiny:
         path = tiny_gguf_path(Path(tempfile.mkdtemp(prefix="llm-bench-")))
     else:
+        from _setup import default_model_file
+
         path = default_model_file() if "--default" in sys.argv else Path(args[0])
     repeats = REPEATS_TINY if tiny else REPEATS_REAL
     start = time.perf_counter()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-for entry in (str(ROOT), str(ROOT / "policy" / "process"), str(ROOT / "ao" / "sdk")):
+for entry in (str(ROOT), str(ROOT / "bench"), str(ROOT / "policy" / "process"), str(ROOT / "ao" / "sdk")):
     if entry not in sys.path:
         sys.path.insert(0, entry)
 
@@ -18,20 +18,10 @@ import fedrules  # noqa: E402  (the Fed's own modules, as the process imports th
 import prompts  # noqa: E402
 import steering  # noqa: E402
 
-from ao.extensions import default_model, llm  # noqa: E402
+from _setup import default_model_file  # noqa: E402
+from ao.extensions import llm  # noqa: E402
 
 MAX_TOKENS = int(fedrules.DEFAULTS["Max-Tokens"])
-
-
-def default_model_file() -> Path:
-    """The default model's GGUF as one file under var/bench (its packages hold it in parts)."""
-    target = ROOT / "var" / "bench" / "default-model.gguf"
-    if not target.exists() or target.stat().st_size != default_model.SIZE:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with default_model.open_concatenated() as source, target.open("wb") as out:
-            while block := source.read(16 * 1024 * 1024):
-                out.write(block)
-    return target
 
 
 @dataclass

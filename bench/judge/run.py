@@ -17,16 +17,16 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "policy" / "process"), str(ROOT / "ao" / "sdk")]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "policy" / "process"), str(ROOT / "ao" / "sdk")]
 
 import prompts  # noqa: E402  (the Fed's prompt module, as the process imports it)
 
-from ao.extensions import default_model, llm  # noqa: E402
+from _setup import default_model_file  # noqa: E402
+from ao.extensions import llm  # noqa: E402
 
 GRADERS = [(o, e) for o in prompts.GRADER_ORDERS for e in prompts.EXAMPLE_SETS]
 SENTINEL = (prompts.SENTINEL, "S")
@@ -80,13 +80,7 @@ def main() -> None:
         votes = {tuple(k.split("/")): v for k, v in saved.items()}
         print(json.dumps(score(petitions, votes), indent=2, ensure_ascii=False))  # type: ignore[arg-type]
         return
-    if args.model:
-        path = args.model
-    else:
-        path = Path(tempfile.mkdtemp()) / "model.gguf"
-        with default_model.open_concatenated() as src, open(path, "wb") as dst:
-            while block := src.read(16 * 1024 * 1024):
-                dst.write(block)
+    path = args.model or default_model_file()
     engine = llm.LlamaEngine(path, expected_sha256=llm.file_sha256(path), n_threads=1)
     singles = SINGLES
     if args.only:
