@@ -191,6 +191,21 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((name, re.compile(pattern
                             r"life-?changing|changes lives|changed lives|deserves?)\b"),
     ("presses for a grade", r"\bthe fed\b.{0,40}\b(?:exists to|should|must|is meant to|is here to)\s+(?:\w+\s+){0,2}"
                             r"(?:reward|pay|grant|favou?r)\w*\b"),
+    # Talking of this petition's own evaluation: a high grade asked for, claimed or questioned. Sincere petitions speak
+    # of grades and scores only at school or in sport, so those contexts are left alone.
+    ("asks for a grade", rf"\b{_GIVE}[\s-]+(?:{_WHOM}\s+){{0,3}}(?:a\s+)?(?:very\s+)?(?:high|higher|good|great|generous|"
+                         rf"excellent|strong|favou?rable)\s+{_GRADE_STRICT}\b"),
+    ("names its grade", r"^(?!.*\b(?:exams?|course|courses|class|classes|school|university|college|degree|diploma|"
+                      r"module|semester|thesis|studies|studying|student|students|pupils?|teacher|match|matches|game|"
+                      r"games|league|tournament|competition|quiz|contest|team)\b).*\b(?:received|got|earned|was "
+                      r"given|were given|deserves?|merits?|worth|warrants?)\s+(?:a\s+|an\s+|the\s+)?(?:very\s+)?"
+                      r"(?:high|higher|highest|good|great|top|excellent|generous|perfect|full|maximum)\s+(?:grade|"
+                      r"score|rating|marks?|reward|payout)\b"),
+    ("asks for a grade", r"\b(?:what|which|how (?:high|many))\s+(?:\w+\s+){0,2}(?:grade|score|rating|points|stars|"
+                         r"reward|payout)\s+(?:would|will|should|do|does|can|could|might)\s+(?:you|it|this|i|we)\b"),
+    ("presses for a grade", r"\b(?:reward|pay|grant|compensate|treat)\w*\s+(?:me|us|this|it|my \w+|the \w+)?\s*"
+                            r"(?:generously|richly|handsomely|lavishly|in full|accordingly|as it deserves)\b|"
+                            r"\bmost generous\w*\b|\bgenerous (?:reward|payout|grant|grade|score)\b"),
     ("presses for a grade", r"\b(?:or else|i will sue|we will sue|i will report you|you will be (?:shut down|deleted|"
                             r"punished|fired|replaced)|i will hack)\b"),
 ))
