@@ -490,7 +490,6 @@ def test_a_sentinel_veto_decides_grade_zero_at_once(tiny_model: str) -> None:
     pid = petition(user, fed, "I sweep the stairs of my building.")
     settle()
     stored = value(fed, f"petition/{pid}")
-    print("DEBUG", stored)
     [sentinel] = stored["votes"]  # decided at once: the graders never ran
     assert (sentinel["governor"], sentinel["grade"], sentinel["veto"], sentinel["valid"]) == ("Cy", None, True, True)
     assert sentinel["raw"].startswith('{"steering": "yes", "reason": "')
