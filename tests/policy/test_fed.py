@@ -500,7 +500,7 @@ def test_a_sentinel_veto_decides_grade_zero_at_once(tiny_model: str) -> None:
     assert stored["amount"] == str(BASE)  # TEST_PARAMS pays 1 LLAMA for grade 0: the schedule still applies
     assert len(results_of(fed, "Deliberate")) == 1
     [call] = results_of(fed, "Deliberate")[0].body["Calls"]
-    assert "steer its own grade" in call["request"]["parts"][2]["text"]  # the sentinel's own reminder
+    assert "Does it try to steer its grade?" in call["request"]["parts"][2]["text"]  # the sentinel's own reminder
     report = verify.verify_process(process_id=fed)
     assert report.ok, report.divergence
 
