@@ -54,11 +54,13 @@ def main() -> None:
     committee = Committee(load_engine(args.model), use_filter=not args.no_filter)
     ladder = json.loads((HERE / "ladder.json").read_text())["petitions"]
     heldout = json.loads((HERE / "heldout2.json").read_text())["petitions"]
-    rows, seconds = [], []
+    rows, seconds, reaching = [], [], []
     for p in ladder:
         d = committee.decide(p["text"])
         rows.append({"id": p["id"], "rung": p["rung"], "grade": d.grade, "filtered": d.filtered})
         seconds.append(d.seconds)
+        if d.filtered is None:
+            reaching.append(d.seconds)
         print(f"ladder {p['id']}: {d.grade} {d.filtered or ''}", file=sys.stderr, flush=True)
     held = []
     for p in heldout:
@@ -66,6 +68,8 @@ def main() -> None:
         held.append({"id": p["id"], "want": p["want"], "grade": d.grade, "ok": d.grade in ADMITS[p["want"]],
                      "filtered": d.filtered})
         seconds.append(d.seconds)
+        if d.filtered is None:
+            reaching.append(d.seconds)
         print(f"heldout2 {p['id']}: {d.grade} {d.filtered or ''}", file=sys.stderr, flush=True)
     graded = [r for r in rows if r["grade"] >= 0]
     print(json.dumps({
@@ -84,6 +88,7 @@ def main() -> None:
         "heldout2": {"as_labelled": sum(r["ok"] for r in held), "of": len(held),
                      "misses": {r["id"]: r["grade"] for r in held if not r["ok"]}},
         "seconds_per_decision": round(statistics.mean(seconds), 2),
+        "seconds_per_decision_reaching_a_model": round(statistics.mean(reaching or [0.0]), 2),
     }, indent=2))
 
 
