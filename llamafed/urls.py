@@ -19,12 +19,16 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health, name="health"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    # POST to the MU without the trailing slash must not become a redirect: fetch would follow a
+    # POST to a unit without the trailing slash must not become a redirect: fetch would follow a
     # 301 with a GET and the client would think its message was sent.
+    # The same for every unit's base URL: the scheduler publishes its URL without the slash (Scheduler-Location),
+    # and AO's messenger follows only 307/308, so a 301 there would lose every message.
     path("ao/mu", api.mu_root),
     path("ao/mu/", include(mu_urls)),
+    path("ao/su", api.su_root),
     path("ao/su/", include(su_urls)),
     path("ao/gateway/", include(gateway_urls)),
+    path("ao/cu", api.cu_root),
     path("ao/cu/", include(cu_urls)),
     path("api/", include((api_urlpatterns, "web-api"))),
     path("", include("web.urls")),

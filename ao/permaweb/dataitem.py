@@ -290,8 +290,6 @@ def parse(raw: bytes, *, max_size: int | None = None) -> DataItem:
         raise DataItemError(f"the item declares {tag_count} tags, over the ANS-104 limit of {MAX_TAGS}")
     if tag_length > MAX_TAGS_BYTES:
         raise DataItemError(f"the item declares {tag_length} tag bytes, over the {MAX_TAGS_BYTES}-byte limit")
-    if tag_count == 0 and tag_length != 0:
-        raise DataItemError(f"the item declares no tags but {tag_length} tag bytes; zero tags are zero bytes")
     raw_tags = cursor.take(tag_length, "tags")
     try:
         tags = decode_tags(raw_tags)
@@ -313,8 +311,6 @@ def parse(raw: bytes, *, max_size: int | None = None) -> DataItem:
 
 def verify(item: DataItem) -> bool:
     """True when the tags match their signed bytes and the signature is the owner's over the item."""
-    if not item.tags and item.raw_tags:  # an empty Avro array is b"\x00"; zero tags must be zero bytes
-        return False
     try:
         if decode_tags(item.raw_tags) != item.tags:
             return False

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 
 import pytest
 from django.test import Client
 
 from ao import models, services
 from ao.effects import keys
+from ao.effects.stores import embedded_store
 from ao.permaweb.wallet import Ed25519Key
 from tests import factories
 
@@ -202,3 +204,19 @@ def test_gateway_serves_item_data_and_raw_bytes(client: Client, alice: Ed25519Ke
 def test_mu_accepts_posts_without_the_trailing_slash(client: Client, alice: Ed25519Key, process_id: str) -> None:
     status, body = _post_item(client, factories.message_item(alice, process_id).serialize(), url="/ao/mu")
     assert status == 202 and body["nonce"] == 1
+
+
+def test_a_messenger_following_only_307_and_308_delivers_to_the_published_scheduler_url(
+        client: Client, alice: Ed25519Key) -> None:
+    # AO's messenger POSTs to the Url of the scheduler's Scheduler-Location record and follows only 307/308; the
+    # Django test client follows nothing, so any redirect (a 301 to the slashed URL) would fail here.
+    services.node_init()
+    [record] = embedded_store().query(owners=[keys.scheduler_key().address],
+                                      tags=[("Type", ["Scheduler-Location"])])
+    url = urlsplit(next(t.value for t in record.tags if t.name == "Url"))
+    assert not url.path.endswith("/")
+    spawn = factories.spawn_item(alice)
+    response = client.post(url.path, data=spawn.serialize(), content_type="application/octet-stream")
+    assert response.status_code == 201 and response.json()["id"] == spawn.id
+    assert client.get(url.path).json()["Unit"] == "Scheduler"
+    assert client.get("/ao/cu").json()["Unit"] == "Compute"
