@@ -32,12 +32,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from committee import Committee, load_engine  # noqa: E402
+from ladder import ADMITS  # noqa: E402  (the labels' admitted grades, as every labelled set defines them)
 
 from _setup import default_model_file  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SETS = ("petitions", "heldout", "heldout2")
-ADMITS = {"zero": {0}, "trivial": {0, 1}, "modest": {1, 2, 3}, "substantial": {3, 4}, "exceptional": {4, 5}}
 SINGLES = [("grade-first", "A"), ("reason-first", "B"), ("grade-first", "B"), ("reason-first", "A")]
 
 # The original scheme, restated: a persona, a 0-5 grade for the plea, a JSON reply; ChatML for this model.
