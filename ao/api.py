@@ -9,25 +9,26 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
-from ao import models, selectors, services
+from ao import limits, models, selectors, services
 from ao.compute import reads
 from ao.effects import keys
 from ao.effects.embedded_store import chunk_by_weave_offset
 from ao.effects.graphql import execute as graphql_execute
 from ao.effects.stores import embedded_store
-from ao.errors import AoError, InvalidMessage, MessageTooLarge
+from ao.errors import AoError, Evaluating, InvalidMessage, MessageTooLarge
 from ao.permaweb.b64 import b64url_encode
 from ao.permaweb.store import Invalid, NotFound, StoreError
 
 MAX_GRAPHQL_BYTES = 64 * 1024
+STREAM_WINDOW = 4 * 1024 * 1024  # gateway data is sent in windows of this size (16 chunks of 256 KiB)
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -41,6 +42,14 @@ def _handles_errors(view: Callable[..., HttpResponse]) -> Callable[..., HttpResp
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
             return view(request, *args, **kwargs)
+        except limits.Limited as exc:
+            response = _error(429, str(exc))
+            response["Retry-After"] = str(exc.retry_after)
+            return response
+        except Evaluating as exc:  # AO's compute unit answers 202 with a message while it works
+            response = JsonResponse({"message": str(exc)}, status=202)
+            response["Retry-After"] = str(exc.retry_after)
+            return response
         except AoError as exc:
             return _error(exc.status, str(exc))
         except NotFound as exc:
@@ -53,6 +62,18 @@ def _handles_errors(view: Callable[..., HttpResponse]) -> Callable[..., HttpResp
     wrapped.__name__ = view.__name__
     wrapped.__doc__ = view.__doc__
     return wrapped
+
+
+def _intake_limit(request: HttpRequest) -> None:
+    """Items posted to the messenger or the scheduler, per client address, counted before the body is read."""
+    limits.hit("intake-ip", limits.client_ip(request), limits.configured("intake_ip"),
+               what="items posted from this address")
+
+
+def _cu_limit(request: HttpRequest) -> None:
+    """Compute-unit reads that may wait for or run evaluation, per client address."""
+    limits.hit("cu-ip", limits.client_ip(request), limits.configured("cu_ip"),
+               what="compute-unit requests from this address")
 
 
 def _read_item_body(request: HttpRequest) -> bytes:
@@ -79,7 +100,8 @@ def mu_root(request: HttpRequest) -> HttpResponse:
     """GET: who this messenger is. POST: submit a signed item (202 {"id"})."""
     if request.method == "GET":
         return JsonResponse({"Unit": "Messenger", "Address": keys.messenger_key().address})
-    assignment = services.mu_submit(raw=_read_item_body(request))
+    _intake_limit(request)
+    assignment = services.mu_submit(raw=_read_item_body(request), admit=services.public_admission)
     return JsonResponse(
         {"id": assignment.message.id, "message": "Processing DataItem", "nonce": assignment.nonce}, status=202
     )
@@ -92,7 +114,8 @@ def mu_root(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @_handles_errors
 def su_root(request: HttpRequest) -> HttpResponse:
-    """GET: who this scheduler is. POST: schedule a signed item directly."""
+    """GET: who this scheduler is. POST: schedule a signed item directly, or with ``?process-id=&assign=`` put a
+    message this node holds into a process's log (AO's assign)."""
     if request.method == "GET":
         return JsonResponse(
             {
@@ -102,7 +125,16 @@ def su_root(request: HttpRequest) -> HttpResponse:
                 "Block-Height": embedded_store().block_height(),
             }
         )
-    assignment = services.su_schedule(raw=_read_item_body(request))
+    _intake_limit(request)
+    if "assign" in request.GET:
+        if "base-layer" in request.GET:
+            raise InvalidMessage("base-layer assignments (of L1 transactions) are not offered by this scheduler; "
+                                 "WeaveDrive reads L1 data once the scheduler attests it")
+        assignment = services.su_assign_existing(process_id=request.GET.get("process-id", ""),
+                                                 message_id=request.GET.get("assign", ""))
+        return JsonResponse({"id": assignment.id, "message": assignment.message_id,
+                             "timestamp": assignment.timestamp, "nonce": assignment.nonce}, status=201)
+    assignment = services.su_schedule(raw=_read_item_body(request), admit=services.public_admission)
     return JsonResponse(
         {"id": assignment.message.id, "timestamp": assignment.timestamp, "nonce": assignment.nonce}, status=201
     )
@@ -176,6 +208,9 @@ def gw_graphql(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         query, variables = request.GET.get("query", ""), json.loads(request.GET.get("variables") or "null")
     else:
+        declared = request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > MAX_GRAPHQL_BYTES:
+            return _error(413, f"GraphQL request of {declared} bytes; at most {MAX_GRAPHQL_BYTES}")
         body = request.read(MAX_GRAPHQL_BYTES + 1)
         if len(body) > MAX_GRAPHQL_BYTES:
             return _error(413, f"GraphQL request over {MAX_GRAPHQL_BYTES} bytes")
@@ -229,16 +264,30 @@ def gw_raw(request: HttpRequest, item_id: str) -> HttpResponse:
     return HttpResponse(embedded_store().get_item_bytes(item_id), content_type="application/octet-stream")
 
 
+def _stream(store: Any, item_id: str, start: int, end: int) -> Iterator[bytes]:
+    """Bytes [start, end) in windows of STREAM_WINDOW, each read (and its chunks verified) only when sent."""
+    position = start
+    while position < end:
+        upto = min(end, position + STREAM_WINDOW)
+        yield store.read(item_id, position, upto)
+        position = upto
+
+
 @require_GET
 @_handles_errors
 def gw_data(request: HttpRequest, item_id: str) -> HttpResponse:
-    """The data of an item or transaction; honours a single HTTP Range."""
+    """The data of an item or transaction, streamed (never held whole); honours a single HTTP Range.
+
+    Each window's chunks are verified against the data_root as it is sent: a chunk failing its proof ends the
+    response short of its Content-Length, so the client sees the body is incomplete.
+    """
     store = embedded_store()
     size = store.data_size(item_id)
     records = store.query(ids=[item_id], first=1)
     content_type = next((t.value for t in records[0].tags if t.name == "Content-Type"), None) if records else None
     content_type = content_type or "application/octet-stream"
     header = request.headers.get("Range")
+    start, end, status = 0, size, 200
     if header:
         match = RANGE_RE.match(header.strip())
         if not match or (not match.group(1) and not match.group(2)):
@@ -252,10 +301,16 @@ def gw_data(request: HttpRequest, item_id: str) -> HttpResponse:
             response = HttpResponse(status=416)
             response["Content-Range"] = f"bytes */{size}"
             return response
-        response = HttpResponse(store.read(item_id, start, end), status=206, content_type=content_type)
-        response["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        status = 206
+    if end - start <= STREAM_WINDOW:
+        response: HttpResponse = HttpResponse(store.read(item_id, start, end), status=status,
+                                              content_type=content_type)
     else:
-        response = HttpResponse(store.read(item_id), content_type=content_type)
+        response = StreamingHttpResponse(_stream(store, item_id, start, end), status=status,
+                                         content_type=content_type)
+        response["Content-Length"] = str(end - start)
+    if status == 206:
+        response["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     response["Accept-Ranges"] = "bytes"
     return response
 
@@ -283,7 +338,8 @@ def _process_param(request: HttpRequest) -> str:
 @require_GET
 @_handles_errors
 def cu_result(request: HttpRequest, message_id: str) -> HttpResponse:
-    """The result of one message (waiting, within a deadline, for a worker to evaluate up to it)."""
+    """The result of one message (waiting, within a deadline, for a worker to evaluate up to it; then 202)."""
+    _cu_limit(request)
     result = reads.wait_for_result(process_id=_process_param(request), message_id=message_id)
     return JsonResponse(reads.result_json(result))
 
@@ -316,7 +372,12 @@ def cu_results(request: HttpRequest, process_id: str) -> HttpResponse:
 @require_http_methods(["POST"])
 @_handles_errors
 def cu_dry_run(request: HttpRequest) -> HttpResponse:
-    """Evaluate an unsigned message against current state; nothing changes."""
+    """Evaluate an unsigned message against current state; nothing changes. Beyond a web request's budget a worker
+    computes it: 202, and the same request again gets the answer."""
+    _cu_limit(request)
+    declared = request.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > reads.MAX_DRY_RUN_BYTES:
+        return _error(413, f"dry-run message of {declared} bytes; at most {reads.MAX_DRY_RUN_BYTES}")
     body = request.read(reads.MAX_DRY_RUN_BYTES + 1)
     if len(body) > reads.MAX_DRY_RUN_BYTES:
         return _error(413, f"dry-run message over {reads.MAX_DRY_RUN_BYTES} bytes")
@@ -326,4 +387,4 @@ def cu_dry_run(request: HttpRequest) -> HttpResponse:
         return _error(400, f"body is not JSON: {exc}")
     if not isinstance(message, dict):
         return _error(400, "body must be a JSON message object")
-    return JsonResponse(reads.dry_run(process_id=_process_param(request), message=message))
+    return JsonResponse(reads.web_dry_run(process_id=_process_param(request), message=message))

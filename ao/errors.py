@@ -95,3 +95,25 @@ class NotYetEvaluated(AoError):
     """The message is scheduled but its result is not ready within the wait (the process is busy or stalled)."""
 
     status = 503
+
+
+class SpawnRefused(AoError):
+    """A spawn from a public endpoint asking more than this node grants signers outside its allow-list."""
+
+    status = 403
+
+
+class UnknownMessage(AoError):
+    """An assign naming a message this node does not hold."""
+
+    status = 404
+
+
+class Evaluating(AoError):
+    """The answer needs more work than a web request may do: a worker has it; ask again (AO's 202 "busy")."""
+
+    status = 202
+
+    def __init__(self, message: str, *, retry_after: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -8,15 +8,24 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from ao import models
+from ao import limits, models
 from ao.effects import keys
 from ao.effects.stores import embedded_store
-from ao.errors import AoError, BadSignature, DuplicateMessage, InvalidMessage, UnknownProcess, WrongScheduler
+from ao.errors import (
+    AoError,
+    BadSignature,
+    DuplicateMessage,
+    InvalidMessage,
+    SpawnRefused,
+    UnknownMessage,
+    UnknownProcess,
+    WrongScheduler,
+)
 from ao.permaweb import dataitem
 from ao.permaweb.store import Duplicate
 from ao.permaweb.wallet import Ed25519Key
@@ -37,10 +46,83 @@ def _parse_verified(raw: bytes) -> dataitem.DataItem:
     return item
 
 
-def su_schedule(*, raw: bytes) -> models.Assignment:
-    """Verify an item and assign it the next nonce of its process's log (a spawn takes nonce 0)."""
+Admission = Callable[[dataitem.DataItem, su.Schedulable], None]
+
+
+def su_schedule(*, raw: bytes, admit: Admission | None = None) -> models.Assignment:
+    """Verify an item and assign it the next nonce of its process's log (a spawn takes nonce 0).
+
+    ``admit`` (the public endpoints' limits, ``public_admission``) sees the verified item before anything is stored
+    and may refuse it by raising.
+    """
     item = _parse_verified(raw)
-    return su_assign(item=item, schedulable=su.classify(item))
+    schedulable = su.classify(item)
+    if admit is not None:
+        admit(item, schedulable)
+    return su_assign(item=item, schedulable=schedulable)
+
+
+def public_admission(item: dataitem.DataItem, schedulable: su.Schedulable) -> None:
+    """What an item posted by anyone must pass: its signer's rate, and for a spawn this node's spawn policy."""
+    limits.hit("intake-signer", item.owner_address, limits.configured("intake_signer"),
+               what="items signed by this wallet")
+    if schedulable.is_spawn:
+        _admit_spawn(item)
+
+
+def _admit_spawn(item: dataitem.DataItem) -> None:
+    """Signers outside the allow-list get bounded fuel and memory, and a spawn rate (settings.AO["SPAWN_*"])."""
+    allowed = {keys.operator_wallet().address, *settings.AO["SPAWN_ALLOWLIST"]}
+    if item.owner_address in allowed:
+        return
+    module_id = item.tag("Module") or ""
+    records = embedded_store().query(ids=[module_id], first=1) if su.is_id(module_id) else []
+    module_tags = [(t.name, t.value) for t in records[0].tags] if records else []
+    try:
+        memory, fuel = cu.process_limits(spawn_tags=item.tags, module_tags=module_tags)
+    except cu.LimitError as exc:
+        raise InvalidMessage(str(exc)) from exc
+    max_fuel, max_memory = settings.AO["SPAWN_MAX_FUEL"], settings.AO["SPAWN_MAX_MEMORY"]
+    asks = []
+    if fuel > max_fuel:
+        asks.append(f"Compute-Limit of at most {max_fuel} (this spawn would get {fuel} fuel per message)")
+    if memory > max_memory:
+        asks.append(f"Memory-Limit of at most {max_memory} bytes (this spawn would get {memory})")
+    if asks:
+        raise SpawnRefused("this node runs processes spawned by wallets outside its allow-list with bounded "
+                           "fuel and memory: spawn again with a " + " and a ".join(asks))
+    limits.hit("spawn-signer", item.owner_address, limits.configured("spawn_signer"), what="spawns by this wallet")
+
+
+def su_assign_existing(*, process_id: str, message_id: str) -> models.Assignment:
+    """AO's assign: put a message this node already holds (sent to another process) into a process's log as is.
+
+    The message keeps its own Target, so the process sees it was assigned; processes written with aosdk refuse
+    assigned messages unless they take them (``aosdk.Process(accepts_assignments=True)``), as aos does.
+    """
+    for name, value in (("process-id", process_id), ("assign", message_id)):
+        if not su.is_id(value):
+            raise InvalidMessage(f"{name} must be a 43-character id, got {value[:60]!r}")
+    entry = models.Entry.objects.filter(id=message_id).first()
+    if entry is None:
+        raise UnknownMessage(f"no message {message_id} on this node to assign")
+    if entry.kind != models.Entry.Kind.ITEM:
+        raise InvalidMessage(f"{message_id} is an L1 transaction: this scheduler assigns messages (data items) it "
+                             "holds; a process reads L1 data through WeaveDrive once the scheduler attests it")
+    item = embedded_store().get_item(message_id)
+    if su.classify(item).is_spawn:
+        raise InvalidMessage(f"{message_id} is a process spawn; a spawn cannot be assigned to another process")
+    key = keys.scheduler_key()
+    with transaction.atomic():
+        latest = embedded_store().latest_block()
+        process = models.Process.objects.select_for_update().filter(id=process_id).first()
+        if process is None:
+            raise UnknownProcess(f"no process {process_id} on this scheduler")
+        if models.Assignment.objects.filter(process=process, message=entry).exists():
+            raise DuplicateMessage(f"message {message_id} is already in the log of {process_id}")
+        assignment = _append(process, entry, key, latest or 0, _source_times([item]).get(item.id, 0))
+        dispatch.request_evaluation(process_id)
+    return assignment
 
 
 def su_assign(*, item: dataitem.DataItem, schedulable: su.Schedulable) -> models.Assignment:
@@ -294,9 +376,9 @@ def spawn_tags(module_id: str, extra: Sequence[tuple[str, str]] = ()) -> list[tu
             ("Scheduler", keys.scheduler_key().address), ("Authority", keys.messenger_key().address), *extra]
 
 
-def mu_submit(*, raw: bytes) -> models.Assignment:
+def mu_submit(*, raw: bytes, admit: Admission | None = None) -> models.Assignment:
     """The messenger's intake: a signed item from a user goes to this node's scheduler."""
-    return su_schedule(raw=raw)
+    return su_schedule(raw=raw, admit=admit)
 
 
 SCHEDULER_LOCATION_TTL_MS = 7 * 24 * 3600 * 1000

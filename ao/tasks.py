@@ -13,7 +13,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 
 from ao import dispatch
-from ao.compute import batch, pushes, sweep
+from ao.compute import batch, pushes, reads, sweep
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,12 @@ def deliver_pushes(process_id: str | None = None) -> int:
     if report.more and process_id is not None:
         dispatch.request_delivery(process_id)
     return report.delivered + report.stored
+
+
+@shared_task(name=reads.DRY_RUN_TASK)
+def dry_run(process_id: str, message: dict, key: str) -> None:
+    """A dry-run beyond a web request's budget; the answer waits in the shared cache for its client."""
+    reads.worker_dry_run(process_id=process_id, message=message, key=key)
 
 
 @shared_task(name="ao.sweep", **IDEMPOTENT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import dj_database_url
@@ -15,6 +16,11 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = env_str("DJANGO_SECRET_KEY")
 if len(SECRET_KEY) < 32:
     raise ConfigError("DJANGO_SECRET_KEY must be at least 32 characters")
+# Older secrets, newest first, still accepted for sessions, signed values and the custodial wallets' encryption:
+# rotate by moving the old key here, then `manage.py web rotate-wallet-keys` re-encrypts every wallet.
+SECRET_KEY_FALLBACKS = env_list("DJANGO_SECRET_KEY_FALLBACKS", "")
+if any(len(k) < 32 for k in SECRET_KEY_FALLBACKS):
+    raise ConfigError("every DJANGO_SECRET_KEY_FALLBACKS entry must be at least 32 characters")
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "http://127.0.0.1:8000,http://localhost:8000")
 
@@ -28,6 +34,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "django_htmx",
+    "axes",
     "ao",
     "ledger",
     "policy",
@@ -44,6 +51,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "llamafed.urls"
@@ -109,23 +119,101 @@ LOGIN_URL = "web:login"
 LOGIN_REDIRECT_URL = "web:account"
 LOGOUT_REDIRECT_URL = "web:home"
 
+# --- behind TLS (README, "Production") ------------------------------------------------------------------------
+# DJANGO_HTTPS=1 when the site is served over HTTPS: secure cookies, HSTS, and HTTP redirected to HTTPS. Behind a
+# TLS-terminating proxy, DJANGO_PROXY_SSL_HEADER names the header it sets (e.g. X-Forwarded-Proto) so Django
+# knows a request came in over HTTPS; set it only if the proxy always overwrites that header.
+HTTPS = env_bool("DJANGO_HTTPS", env_bool("DJANGO_SECURE_COOKIES", False))
 SESSION_COOKIE_HTTPONLY = True
-CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SESSION_COOKIE_SAMESITE = "Lax"
+SECURE_SSL_REDIRECT = HTTPS and env_bool("DJANGO_SSL_REDIRECT", True)
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31_536_000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
+_proxy_header = env_str("DJANGO_PROXY_SSL_HEADER", "")
+SECURE_PROXY_SSL_HEADER = (f"HTTP_{_proxy_header.upper().replace('-', '_')}", "https") if _proxy_header else None
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# Content-Security-Policy (django-csp): only this origin's scripts, styles and images; no inline script, no
+# framing, forms post only here.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    },
+}
+
+# --- accounts -------------------------------------------------------------------------------------------------
+# Password reset mails go through EMAIL_BACKEND: printed on the console by default (no mail server needed);
+# set DJANGO_EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend and the EMAIL_* variables to send them.
+EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "llamafed@localhost")
+PASSWORD_RESET_TIMEOUT = 3600
+# A private-key download asks for the password again unless the account logged in this recently.
+REAUTH_MAX_AGE_S = env_int("REAUTH_MAX_AGE_S", 300)
+
+# Clients behind this many trusted proxies: their address is read from X-Forwarded-For (the proxies' own
+# entries); 0 trusts no header, only the connection's address.
+TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)
+
+# Failed logins (site and admin), django-axes: after AXES_FAILURE_LIMIT failures for one username, or from one
+# address, that username or address is locked for LOGIN_LOCKOUT_S seconds (429 with Retry-After). Staff unlock
+# with `manage.py axes_reset_username NAME` / `axes_reset_ip ADDRESS`; every attempt is kept for the admin.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+LOGIN_LOCKOUT_S = env_int("LOGIN_LOCKOUT_S", 900)
+AXES_COOLOFF_TIME = dt.timedelta(seconds=LOGIN_LOCKOUT_S)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "web.views.login_locked_out"
+AXES_CLIENT_IP_CALLABLE = "ao.limits.client_ip"  # the same client address every limit counts
+AXES_VERBOSE = False
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "NUM_PROXIES": TRUSTED_PROXIES,
 }
 SPECTACULAR_SETTINGS = {"TITLE": "Llama Fed API", "VERSION": "0.1.0"}
-# Per-client request rates of the API's write endpoints (DRF syntax, e.g. "10/hour"); the per-account
-# limits below are enforced by the services whatever the entry point.
-API_THROTTLE_RATES = {
-    "petition": env_str("API_PETITION_RATE", "20/hour"),
-    "faucet": env_str("API_FAUCET_RATE", "10/hour"),
+# Request limits per client, counted in the shared cache (below) by every web worker alike (ao/limits.py):
+# "N/unit" with unit s, min, hour or day, or a multiple ("10/15min"). Over a limit: 429 with Retry-After and a
+# message saying when to come back. The per-account rules after these (faucet drips, petitions per hour, the
+# Fed's cooldown) are kept in the database whatever the entry point.
+LIMITS = {
+    # Sign-ups from one address (each costs ~0.7 s of RSA key generation and gets faucet wAR).
+    "signup_ip": env_str("LIMIT_SIGNUP_PER_IP", "5/hour"),
+    # Faucet requests from one address (site and API), beside FAUCET_PER_ACCOUNT per account.
+    "faucet_ip": env_str("LIMIT_FAUCET_PER_IP", "10/hour"),
+    # Petition submissions per account (or per address when anonymous: the signed API), site and API.
+    "petition_client": env_str("LIMIT_PETITIONS_PER_CLIENT", "20/hour"),
+    # Password-reset requests from one address.
+    "password_reset_ip": env_str("LIMIT_PASSWORD_RESET_PER_IP", "5/hour"),
+    # Items posted to the messenger or the scheduler (POST, assign): per address before the item is read, per
+    # signer once its signature verifies.
+    "intake_ip": env_str("LIMIT_INTAKE_PER_IP", "300/min"),
+    "intake_signer": env_str("LIMIT_INTAKE_PER_SIGNER", "120/min"),
+    # Spawns per signer outside AO_SPAWN_ALLOWLIST.
+    "spawn_signer": env_str("LIMIT_SPAWNS_PER_SIGNER", "10/hour"),
+    # Compute-unit reads that may wait or evaluate (result, dry-run), per address.
+    "cu_ip": env_str("LIMIT_CU_PER_IP", "120/min"),
 }
 
 # Demo wAR faucet: the operator wallet (wAR's owner) mints FAUCET_AMOUNT base units to an account,
@@ -172,6 +260,22 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 
+# One cache shared by every web worker and Celery worker: it holds the request limits' windows and dry-run
+# answers computed by workers. Redis when CACHE_URL (or else a redis:// CELERY_BROKER_URL) names one, Django's
+# database cache on the embedded default (its table is made by `migrate`).
+_cache_url = env_str("CACHE_URL", CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "")
+_cache_prefix = env_str("CACHE_KEY_PREFIX", CELERY_TASK_DEFAULT_QUEUE)
+if _cache_url.startswith(("redis://", "rediss://")):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _cache_url,
+                          "KEY_PREFIX": _cache_prefix}}
+elif _cache_url:
+    raise ConfigError(f"CACHE_URL={_cache_url!r}: use redis://HOST:PORT/DB, or leave it empty for the database cache")
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "llamafed_cache",
+                          "KEY_PREFIX": _cache_prefix,
+                          # Culling would drop live limit windows: keep far more entries than clients.
+                          "OPTIONS": {"MAX_ENTRIES": 1_000_000, "CULL_FREQUENCY": 10}}}
+
 # AO units. Keys are files under DATA_DIR/keys unless overridden; `manage.py ao init`
 # creates any that are missing.
 AO = {
@@ -192,7 +296,19 @@ AO = {
     "LEASE_S": env_int("AO_LEASE_S", 15),
     "CLAIM_S": env_int("AO_CLAIM_S", 15),
     "QUEUE_GRACE_S": env_int("AO_QUEUE_GRACE_S", 20),
+    # Spawns from the public endpoints: signers outside this list (the operator wallet is always on it) get at
+    # most SPAWN_MAX_FUEL fuel per message and SPAWN_MAX_MEMORY bytes of memory, asked for with Compute-Limit and
+    # Memory-Limit tags (or the module's own lower limits); a spawn asking more is refused before it is scheduled.
+    "SPAWN_ALLOWLIST": env_list("AO_SPAWN_ALLOWLIST", ""),
+    "SPAWN_MAX_FUEL": env_int("AO_SPAWN_MAX_FUEL", 10_000_000_000),
+    "SPAWN_MAX_MEMORY": env_int("AO_SPAWN_MAX_MEMORY", 1024**3),
+    # How long GET /ao/cu/result waits for a worker before answering 202 "in progress" (AO's busy answer).
+    "RESULT_WAIT_S": float(env_int("AO_RESULT_WAIT_S", 5)),
 }
+
+# The Fed's queue: a petition that would wait longer than this many seconds for its decision (the backlog times
+# the recent decision time) is refused by the site and the API before any wAR moves, saying how long it would wait.
+FED_MAX_WAIT_S = env_int("FED_MAX_WAIT_S", 1800)
 
 LOGGING = {
     "version": 1,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 LEDGER_SOURCE = ROOT / "ledger" / "process"
 PROBE_SOURCE = ROOT / "tests" / "ao" / "modules" / "probe"
 PROBE_COMPUTE_LIMIT = 100_000_000_000
+
+
+@pytest.fixture(autouse=True)
+def _own_cache_keys(settings: Any) -> None:
+    """Each test counts its limits from zero: its own key prefix in the shared cache (never a flush, which on
+    Redis would empty a database other clients share)."""
+    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": f"t-{uuid.uuid4().hex}"}}
 
 
 @pytest.fixture(scope="session")

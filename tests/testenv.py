@@ -13,6 +13,12 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production-0
 os.environ.setdefault(
     "AO_BUILD_CACHE", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "var", "test-cache")
 )
+# The shared cache (Redis in CI's first pass) holds limits' windows: this run's keys apart from any other's.
+os.environ.setdefault("CACHE_KEY_PREFIX", f"llamafed-test-{os.getpid()}-{os.urandom(4).hex()}")
+# Spawns through the public endpoints get AO's own caps here (tests spawn with module defaults); the node's
+# lower caps for signers outside the allow-list are tested by turning them on (tests/ao/test_limits.py).
+os.environ.setdefault("AO_SPAWN_MAX_FUEL", str(9_000_000_000_000))
+os.environ.setdefault("AO_SPAWN_MAX_MEMORY", str(16 * 1024**3))
 # Tasks run inline unless a test runs a real worker (tests/test_celery_worker.py).
 os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "1")
 # WhiteNoise warns (an error under filterwarnings=error) when STATIC_ROOT does not exist.

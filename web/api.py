@@ -14,17 +14,18 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import Throttled
+from rest_framework.exceptions import APIException, Throttled
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
+from ao import limits
 from web import selectors, services
-from web.errors import InvalidInput, RateLimited, WebError
+from web.errors import InvalidInput, WebError
 from web.forms import ADDRESS_VALIDATOR
 from web.models import MAX_NAME_CHARS, MAX_PETITION_CHARS, Grant, Petition, PetitionRequest, Vote
 
@@ -34,42 +35,52 @@ PAGE_SIZE = 20
 # --- throttling ---------------------------------------------------------------------------------------------
 
 
-class _ClientThrottle(SimpleRateThrottle):
-    """Requests per client (the account when signed in, else the IP) at the rate settings.API_THROTTLE_RATES[scope]."""
+class _SharedThrottle(BaseThrottle):
+    """A limit of settings.LIMITS[limit] counted in the shared cache by every worker (ao.limits); over it, DRF's 429
+    with Retry-After and a message saying when to come back."""
 
-    scope = ""
+    limit = ""
+    what = "requests"
 
-    def get_rate(self) -> str | None:
-        return settings.API_THROTTLE_RATES.get(self.scope)
+    def ident(self, request: Request) -> str:
+        """Whom the limit counts: the client's address."""
+        return "ip:" + limits.client_ip(request)
 
-    def get_cache_key(self, request: Request, view: APIView) -> str | None:
-        ident = request.user.pk if request.user and request.user.is_authenticated else self.get_ident(request)
-        return self.cache_format % {"scope": self.scope, "ident": ident}
-
-
-class PetitionThrottle(_ClientThrottle):
-    """Petition submissions."""
-
-    scope = "petition"
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        try:
+            limits.hit(self.limit, self.ident(request), limits.parse_rate(settings.LIMITS[self.limit]), what=self.what)
+        except limits.Limited as exc:
+            raise Throttled(wait=exc.retry_after, detail=_sentence(str(exc))) from exc
+        return True
 
 
-class FaucetThrottle(_ClientThrottle):
-    """Faucet requests."""
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
-    scope = "faucet"
+
+class PetitionThrottle(_SharedThrottle):
+    """Petition submissions per account (per address for the anonymous signed API)."""
+
+    limit = "petition_client"
+    what = "petition submissions from this client"
+
+    def ident(self, request: Request) -> str:
+        user = getattr(request, "user", None)
+        return f"user:{user.pk}" if user is not None and user.is_authenticated else super().ident(request)
+
+
+class FaucetThrottle(_SharedThrottle):
+    """Faucet requests per address (the per-account drips are the service's rule)."""
+
+    limit = "faucet_ip"
+    what = "faucet requests from this address"
 
 
 class _WriteView(APIView):
-    """Writes: throttled per client; the services' own errors become JSON with their status and message."""
+    """Writes: limited per client; the services' own errors become JSON with their status and message."""
 
-    def get_throttles(self) -> list[SimpleRateThrottle]:
+    def get_throttles(self) -> list[BaseThrottle]:
         return [] if self.request.method in ("GET", "HEAD", "OPTIONS") else super().get_throttles()
-
-    def throttled(self, request: Request, wait: float | None) -> None:
-        what = {"petition": "petition submissions", "faucet": "faucet requests"}.get(
-            getattr(self, "throttle_scope_name", ""), "requests")
-        seconds = int(wait or 0) + 1
-        raise Throttled(wait, detail=f"Too many {what} from this client; try again in {seconds} seconds.")
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, WebError):
@@ -77,8 +88,9 @@ class _WriteView(APIView):
             if isinstance(exc, InvalidInput) and exc.fields:
                 body["errors"] = exc.fields
             response = Response(body, status=exc.status)
-            if isinstance(exc, RateLimited) and exc.retry_after:
-                response["Retry-After"] = str(exc.retry_after)
+            retry_after = getattr(exc, "retry_after", None)
+            if retry_after:
+                response["Retry-After"] = str(retry_after)
             return response
         return super().handle_exception(exc)
 
@@ -199,13 +211,32 @@ ERROR = inline_serializer("Error", {"detail": serializers.CharField(),
                                     "errors": serializers.DictField(child=serializers.CharField(), required=False)})
 
 
+class BodyTooLarge(APIException):
+    """A body over its endpoint's limit, refused before it is read."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
+
+
 class OctetStreamParser(BaseParser):
-    """A raw body: the bytes of a signed ANS-104 data item."""
+    """A raw body: the bytes of a signed ANS-104 data item, at most the scheduler's item limit.
+
+    A declared Content-Length over the limit is refused before anything is read; without one, at most one byte
+    more than the limit is read.
+    """
 
     media_type = "application/octet-stream"
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> bytes:
-        return stream.read() if stream is not None else b""
+        limit = settings.AO["MAX_MESSAGE_BYTES"]
+        request = (parser_context or {}).get("request")
+        declared = request.META.get("CONTENT_LENGTH", "") if request is not None else ""
+        if declared.isdigit() and int(declared) > limit:
+            raise BodyTooLarge(f"the body is {declared} bytes; a signed petition is at most {limit} bytes")
+        body = stream.read(limit + 1) if stream is not None else b""
+        if len(body) > limit:
+            raise BodyTooLarge(f"the body is over {limit} bytes; a signed petition is at most {limit} bytes")
+        return body
 
 
 class Pagination(PageNumberPagination):
@@ -223,7 +254,6 @@ class PetitionsView(_WriteView, generics.ListAPIView):
     serializer_class = PetitionSerializer
     pagination_class = Pagination
     throttle_classes = [PetitionThrottle]
-    throttle_scope_name = "petition"
 
     def get_permissions(self) -> list[Any]:
         return [IsAuthenticated()] if self.request.method == "POST" else [AllowAny()]
@@ -250,7 +280,6 @@ class SignedPetitionView(_WriteView):
     permission_classes = [AllowAny]
     authentication_classes: list[Any] = []  # the item's own signature is the authentication
     throttle_classes = [PetitionThrottle]
-    throttle_scope_name = "petition"
 
     @extend_schema(request={"application/octet-stream": {"type": "string", "format": "binary"}},
                    responses={202: PetitionSentSerializer, 400: ERROR, 409: ERROR, 429: ERROR, 503: ERROR})
@@ -313,7 +342,6 @@ class FaucetView(_WriteView):
 
     permission_classes = [IsAuthenticated]
     throttle_classes = [FaucetThrottle]
-    throttle_scope_name = "faucet"
 
     @extend_schema(request=None, responses={201: FaucetDripSerializer, 403: ERROR, 429: ERROR, 503: ERROR})
     def post(self, request: Request) -> Response:

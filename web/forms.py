@@ -18,10 +18,11 @@ MAX_ITEM_UPLOAD_BYTES = 8 * 1024  # a link proof's data item holds only the shor
 
 
 class SignupForm(UserCreationForm):
-    """Username and password; the account gets a custodial wallet."""
+    """Username, password and an optional email (for password resets); the account gets a custodial wallet."""
 
     class Meta(UserCreationForm.Meta):
-        fields = ("username",)
+        fields = ("username", "email")
+        help_texts = {"email": "Optional: where a password-reset link is sent. Not shown to anyone."}
 
 
 class PetitionForm(forms.Form):

@@ -205,12 +205,55 @@ def open_requests(requests: Sequence[PetitionRequest]) -> list[PetitionRequest]:
     if not requests:
         return []
     final = set(
-        Petition.objects.filter(
-            id__in=[r.message_id for r in requests], status__in=[Petition.Status.DECIDED, Petition.Status.REFUNDED, Petition.Status.FAILED]
-        ).values_list("id", flat=True)
+        Petition.objects.filter(id__in=[r.message_id for r in requests], status__in=FINAL_STATUSES)
+        .values_list("id", flat=True)
     )
     failed = transfer_errors(token_process_id(WAR), [r.message_id for r in requests])
     return [r for r in requests if r.message_id not in final and r.message_id not in failed]
+
+
+FINAL_STATUSES = (Petition.Status.DECIDED, Petition.Status.REFUNDED, Petition.Status.FAILED)
+# Seconds per decision assumed until the Fed has decided a few (a warm decision with the default model takes
+# ~15-20 s on these machines; a first one loads the model).
+DEFAULT_DECISION_S = 30.0
+DECISIONS_SAMPLED = 20
+
+
+@dataclass(frozen=True)
+class FedQueue:
+    """The Fed's backlog: petitions sent or received without a final word, and how long one takes to decide."""
+
+    waiting: int
+    seconds_per_decision: float
+    measured: bool  # from the Fed's recent decisions (False: DEFAULT_DECISION_S)
+
+    @property
+    def expected_wait_s(self) -> float:
+        """How long a petition sent now would wait for its decision: the backlog's, then its own."""
+        return (self.waiting + 1) * self.seconds_per_decision
+
+
+def fed_queue() -> FedQueue:
+    """The backlog (petitions in the log not final yet, and those this site sent that the log does not show yet)
+    and the Fed's time per decision: the median over its recent decisions of decided_at minus the later of its
+    arrival and the decision before it (the time the Fed spent on it, not the time it queued)."""
+    open_in_log = set(Petition.objects.exclude(status__in=FINAL_STATUSES).values_list("id", flat=True))
+    sent = list(PetitionRequest.objects.filter(created_at__gte=timezone.now() - PENDING_TIMEOUT)
+                .exclude(message_id__in=Petition.objects.values("id")).values_list("message_id", flat=True))
+    failed = transfer_errors(token_process_id(WAR), sent)
+    waiting = len(open_in_log) + sum(1 for m in sent if m not in failed)
+    decided = list(Petition.objects.filter(decided_at__isnull=False).exclude(received_at=None)
+                   .order_by("-decided_at").values_list("received_at", "decided_at")[:DECISIONS_SAMPLED + 1])
+    decided.reverse()
+    spans = []
+    for previous, (received, done) in zip([None, *[d for _, d in decided]], decided):
+        start = max(received, previous) if previous is not None else received
+        spans.append(max((done - start).total_seconds(), 0.0))
+    spans = spans[1:] if len(spans) > DECISIONS_SAMPLED else spans
+    if not spans:
+        return FedQueue(waiting=waiting, seconds_per_decision=DEFAULT_DECISION_S, measured=False)
+    spans.sort()
+    return FedQueue(waiting=waiting, seconds_per_decision=max(spans[len(spans) // 2], 1.0), measured=True)
 
 
 def tags_of(message: dict[str, Any]) -> dict[str, str]:

@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import os
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -31,6 +32,7 @@ from ao.units import su
 from web import crypto, selectors
 from web.errors import (
     FaucetDisabled,
+    FedBusy,
     InsufficientBalance,
     InvalidInput,
     LinkRefused,
@@ -78,6 +80,41 @@ def account_create(*, username: str, password: str, email: str = "") -> Abstract
         CustodialWallet.objects.create(user=user, address=wallet.address, jwk_encrypted=sealed)
     log.info("account %s created with custodial wallet %s", username, wallet.address)
     return user
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What a key rotation did."""
+
+    rotated: int
+    total: int
+
+
+def wallets_rotate() -> Rotation:
+    """Re-encrypt every custodial wallet under the current SECRET_KEY (each opened with it or a fallback).
+
+    All or nothing: a wallet that no configured key opens stops the rotation and nothing is changed. Each wallet is
+    checked to open to its own address before the new ciphertext is written.
+    """
+    rotated, total = 0, 0
+    with transaction.atomic():
+        for row in CustodialWallet.objects.select_for_update().order_by("pk"):
+            total += 1
+            try:
+                crypto.open_jwk(row.jwk_encrypted, secrets=[settings.SECRET_KEY])
+                continue  # already under the current key
+            except crypto.SealError:
+                pass
+            try:
+                fresh = crypto.rotate(row.jwk_encrypted, secrets=_secrets())
+            except crypto.SealError as exc:
+                raise WalletUnavailable(f"wallet {row.address}: {exc}; nothing was rotated") from exc
+            if Wallet.from_jwk(crypto.open_jwk(fresh, secrets=[settings.SECRET_KEY])).address != row.address:
+                raise WalletUnavailable(f"wallet {row.address} does not open to its own address; nothing was rotated")
+            CustodialWallet.objects.filter(pk=row.pk).update(jwk_encrypted=fresh)
+            rotated += 1
+    log.info("custodial wallets re-encrypted under the current secret key: %d of %d", rotated, total)
+    return Rotation(rotated=rotated, total=total)
 
 
 def _custodial(user: AbstractBaseUser) -> CustodialWallet:
@@ -259,8 +296,26 @@ def _running_fed() -> selectors.FedParams:
     return params
 
 
+def _check_queue() -> None:
+    """Refuse a petition the Fed could not decide within FED_MAX_WAIT_S, saying how long it would wait."""
+    queue = selectors.fed_queue()
+    wait = queue.expected_wait_s
+    if wait <= settings.FED_MAX_WAIT_S:
+        return
+    later = wait - settings.FED_MAX_WAIT_S
+    raise FedBusy(
+        f"the Fed has {queue.waiting} petitions waiting and decides one in about "
+        f"{_duration(dt.timedelta(seconds=queue.seconds_per_decision))}, so a new one would wait about "
+        f"{_duration(dt.timedelta(seconds=wait))} for its decision (this site takes petitions that wait at most "
+        f"{_duration(dt.timedelta(seconds=settings.FED_MAX_WAIT_S))}); nothing was sent — try again in about "
+        f"{_duration(dt.timedelta(seconds=later))}",
+        retry_after=int(later) + 1,
+    )
+
+
 def _check_petition_limits(*, user: AbstractBaseUser | None, petitioner: str, params: selectors.FedParams) -> None:
-    """Refuse a petition the account or address may not send now, saying when it may."""
+    """Refuse a petition the account or address may not send now, or that the Fed's queue could not take, saying
+    when it may."""
     recent = list(selectors.recent_requests(since=PETITION_WINDOW, user=user, petitioner=petitioner))
     if len(selectors.open_requests(recent)) >= MAX_PENDING_PETITIONS:
         raise RateLimited("your previous petition is still being decided; wait for its decision before sending another")
@@ -275,6 +330,7 @@ def _check_petition_limits(*, user: AbstractBaseUser | None, petitioner: str, pa
             f"Try again after {ends:%Y-%m-%d %H:%M} UTC.",
             retry_after=int((ends - timezone.now()).total_seconds()) + 1,
         )
+    _check_queue()
 
 
 def petition_submit(

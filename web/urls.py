@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import path, reverse_lazy
 
 from web import api, views
 
@@ -16,6 +16,14 @@ urlpatterns = [
     path("signup/", views.signup, name="signup"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("password-reset/", views.PasswordResetView.as_view(), name="password-reset"),
+    path("password-reset/sent/", auth_views.PasswordResetDoneView.as_view(
+        template_name="registration/password_reset_sent.html"), name="password-reset-sent"),
+    path("password-reset/<uidb64>/<token>/", auth_views.PasswordResetConfirmView.as_view(
+        template_name="registration/password_reset_confirm.html", success_url=reverse_lazy("web:password-reset-done")),
+        name="password-reset-confirm"),
+    path("password-reset/done/", auth_views.PasswordResetCompleteView.as_view(
+        template_name="registration/password_reset_done.html"), name="password-reset-done"),
     path("account/", views.account, name="account"),
     path("account/faucet/", views.faucet, name="faucet"),
     path("account/wallet.json", views.wallet_download, name="wallet-download"),

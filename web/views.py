@@ -8,16 +8,20 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import login
+from django.contrib.auth import authenticate, login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
+from ao import limits
 from web import charts, forms, selectors, services
-from web.errors import InvalidInput, LinkRefused, WebError
+from web.errors import FedBusy, InvalidInput, LinkRefused, RateLimited, WebError
 
 POLL_SECONDS = 2
 
@@ -45,15 +49,57 @@ def home(request: HttpRequest) -> HttpResponse:
     })
 
 
+def too_many(request: HttpRequest, exc: limits.Limited | RateLimited, *, back: str = "web:home",
+             status: int = 429) -> HttpResponse:
+    """The page of a refusal over a limit: what happened, when to come back (Retry-After), a way back."""
+    response = render(request, "429.html", {"reason": _sentence(str(exc)), "back": back}, status=status)
+    if exc.retry_after:
+        response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+def _limit(request: HttpRequest, name: str, what: str) -> None:
+    """Count one hit of this client's address against settings.LIMITS[name] (raises limits.Limited)."""
+    limits.hit(name, limits.client_ip(request), limits.configured(name), what=what)
+
+
+def login_locked_out(request: HttpRequest, response: HttpResponse | None = None,
+                     credentials: dict[str, Any] | None = None) -> HttpResponse:
+    """django-axes' answer to a locked-out login (site, admin, password checks): 429, when to try again."""
+    from axes.models import AccessAttempt
+
+    username = (credentials or {}).get("username") or request.POST.get("username", "")
+    cooloff = settings.AXES_COOLOFF_TIME
+    attempts = AccessAttempt.objects.filter(failures_since_start__gte=settings.AXES_FAILURE_LIMIT)
+    latest = (attempts.filter(username=username) | attempts.filter(ip_address=limits.client_ip(request))).order_by(
+        "-attempt_time").values_list("attempt_time", flat=True).first()
+    wait = cooloff.total_seconds() if latest is None else (latest + cooloff - timezone.now()).total_seconds()
+    exc = RateLimited(
+        f"too many failed logins for this account or from this address: logging in is locked for "
+        f"{limits.describe_seconds(max(wait, 1))}. If you forgot your password, reset it by email; staff can "
+        f"unlock an account at once",
+        retry_after=max(int(wait) + 1, 1),
+    )
+    return too_many(request, exc, back="web:login")
+
+
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
-    """Create an account (with its custodial wallet) and sign in."""
+    """Create an account (with its custodial wallet) and sign in; at most LIMITS["signup_ip"] per address."""
     if request.user.is_authenticated:
         return redirect("web:account")
     form = forms.SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        try:
+            _limit(request, "signup_ip", "sign-ups from this address")
+        except limits.Limited as exc:
+            return too_many(request, exc, back="web:signup")
         user = services.account_create(username=form.cleaned_data["username"],
-                                       password=form.cleaned_data["password1"])
+                                       password=form.cleaned_data["password1"], email=form.cleaned_data["email"])
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, "Welcome! Your account has its own Arweave wallet. Get demo wAR from the faucet.")
         return redirect("web:account")
@@ -81,9 +127,12 @@ def account(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def faucet(request: HttpRequest) -> HttpResponse:
-    """Ask the faucet for demo wAR."""
+    """Ask the faucet for demo wAR (per account: the service's rule; per address: LIMITS["faucet_ip"])."""
     try:
+        _limit(request, "faucet_ip", "faucet requests from this address")
         drip = services.faucet_drip(user=request.user)
+    except (limits.Limited, RateLimited) as exc:
+        return too_many(request, exc, back="web:account")
     except WebError as exc:
         messages.error(request, f"No wAR this time: {exc}.")
     else:
@@ -94,7 +143,16 @@ def faucet(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def wallet_download(request: HttpRequest) -> HttpResponse:
-    """The account's own JWK as a .json attachment (POST with CSRF only: a link cannot trigger it)."""
+    """The account's own JWK as a .json attachment: POST with CSRF and the account's password again (a session
+    left open is not enough to take the key). Wrong passwords count as failed logins (django-axes)."""
+    password = request.POST.get("password", "")
+    checked = authenticate(request, username=request.user.get_username(), password=password) if password else None
+    if getattr(request, "axes_locked_out", False):
+        return login_locked_out(request, credentials={"username": request.user.get_username()})
+    if checked is None or checked.pk != request.user.pk:
+        messages.error(request, "Enter your password to download the wallet: it was missing or not right, and "
+                                "nothing was downloaded.")
+        return redirect("web:account")
     try:
         jwk = services.wallet_export(user=request.user)
     except WebError as exc:
@@ -149,6 +207,8 @@ def petition_new(request: HttpRequest) -> HttpResponse:
                 form.add_error(name, error)
             if not exc.fields:
                 form.add_error(None, str(exc))
+        except (RateLimited, FedBusy) as exc:
+            return too_many(request, exc, back="web:account", status=exc.status)
         except WebError as exc:
             form.add_error(None, str(exc))
         else:
@@ -245,3 +305,19 @@ def audit_verify(request: HttpRequest) -> HttpResponse:
     if back and len(back) == 43:
         return redirect("web:audit-petition", petition_id=back)
     return redirect("web:home")
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    """Ask for a reset link by email (printed on the console by default); at most LIMITS["password_reset_ip"]."""
+
+    template_name = "registration/password_reset.html"
+    email_template_name = "registration/password_reset_mail.txt"
+    subject_template_name = "registration/password_reset_subject.txt"
+    success_url = reverse_lazy("web:password-reset-sent")
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            _limit(request, "password_reset_ip", "password-reset requests from this address")
+        except limits.Limited as exc:
+            return too_many(request, exc, back="web:login")
+        return super().post(request, *args, **kwargs)

@@ -201,7 +201,10 @@ Handler = Callable[[Context], None]
 class Process:
     """A process: handlers keyed by Action, plus one for the spawn message."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, accepts_assignments: bool = False) -> None:
+        # A message whose Target is another process reached this one through the scheduler's `assign` (anyone may
+        # ask for one): as in aos, it is refused unless the process says it takes assignments.
+        self.accepts_assignments = accepts_assignments
         self._handlers: dict[str, Handler] = {}
         self._spawn: Handler | None = None
         self._default: Handler | None = None
@@ -233,7 +236,11 @@ class Process:
         random.seed(hashlib.sha256(f"{msg.id}/{msg.nonce}".encode()).digest())
         ctx = Context(host, msg, json.loads(env_json))
         error = None
+        target = str(msg.raw.get("Target", ""))
         try:
+            if not msg.is_spawn and target and ctx.process_id and target != ctx.process_id and not self.accepts_assignments:
+                raise ProcessError(f"assignment refused: this message is for {target}, and this process does not "
+                                   "take assigned messages")
             if msg.is_spawn:
                 handler = self._spawn
             else:

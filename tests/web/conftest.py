@@ -1,4 +1,4 @@
-"""Fixtures of the site's tests: static files without a manifest, a clean throttle cache, named users with
+"""Fixtures of the site's tests: static files without a manifest, named users with
 custodial wallets, the ledgers, a stand-in Fed, and a synthetic Fed log for the projection."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.core.cache import cache
 
 from ao import models, services
 from ao.node import node_settle
@@ -27,12 +26,10 @@ WALLET_POOL_SIZE = 6
 
 @pytest.fixture(autouse=True)
 def _site_settings(settings: Any) -> Iterator[None]:
-    """Pages render without collectstatic; throttle counters start empty in each test."""
+    """Pages render without collectstatic."""
     settings.STORAGES = {**settings.STORAGES,
                          "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
-    cache.clear()
     yield
-    cache.clear()
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 
 import pytest
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
@@ -57,13 +59,17 @@ def test_signup_refuses_mismatched_passwords_and_creates_nothing(client: Client,
     assert not CustodialWallet.objects.exists()
 
 
+def _password(username: str) -> str:
+    return f"pw-{username}-Long-Enough-1"  # what make_user sets
+
+
 def test_jwk_download_is_the_owners_own_wallet_by_post_only(make_user: Callable[[str], AbstractBaseUser]) -> None:
     alice, bob = make_user("alice"), make_user("bob")
     client = Client()
     client.force_login(bob)
     url = reverse("web:wallet-download")
     assert client.get(url).status_code == 405
-    response = client.post(url)
+    response = client.post(url, {"password": _password("bob")})
     assert response.status_code == 200
     assert response["Content-Disposition"].startswith("attachment;")
     assert response["Content-Disposition"].endswith('.json"')
@@ -86,8 +92,30 @@ def test_jwk_download_needs_login_and_csrf(make_user: Callable[[str], AbstractBa
     assert b"kty" not in response.content
     client.get(reverse("web:account"))  # sets the CSRF cookie
     token = client.cookies["csrftoken"].value
-    response = client.post(reverse("web:wallet-download"), HTTP_X_CSRFTOKEN=token)
+    response = client.post(reverse("web:wallet-download"), {"password": _password("alice")}, HTTP_X_CSRFTOKEN=token)
     assert response.status_code == 200 and json.loads(response.content)["kty"] == "RSA"
+
+
+def test_jwk_download_asks_for_the_password_again_and_locks_after_failures(
+        make_user: Callable[[str], AbstractBaseUser], settings: object) -> None:
+    """A signed-in session alone cannot take the key: the password is asked again, and wrong ones count as
+    failed logins, so guessing through the download locks the account like the login form does."""
+    alice = make_user("alice")
+    client = Client()
+    client.force_login(alice)
+    url = reverse("web:wallet-download")
+    for attempt in ({}, {"password": "not-the-password"}):
+        response = client.post(url, attempt)
+        assert response.status_code == 302 and b"kty" not in response.content
+        page = client.get(reverse("web:account")).content.decode()
+        assert "Enter your password to download the wallet" in page
+    alice.custodial_wallet.refresh_from_db()
+    assert alice.custodial_wallet.export_count == 0
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        client.post(url, {"password": "still-wrong"})
+    locked = client.post(url, {"password": _password("alice")})  # even the right one, while locked
+    assert locked.status_code == 429 and int(locked["Retry-After"]) > 0 and b"kty" not in locked.content
+    assert "logging in is locked for" in locked.content.decode()
 
 
 def test_a_sealed_wallet_opens_only_for_its_own_row(make_user: Callable[[str], AbstractBaseUser]) -> None:
@@ -109,6 +137,31 @@ def test_rotated_secret_key_still_opens_wallets(make_user: Callable[[str], Abstr
     settings.SECRET_KEY_FALLBACKS = []
     with pytest.raises(WalletUnavailable):
         services.wallet_export(user=alice)
+
+
+def test_key_rotation_command_reseals_every_wallet_under_the_new_key(
+        make_user: Callable[[str], AbstractBaseUser], settings: object) -> None:
+    alice, bob = make_user("alice"), make_user("bob")
+    old = settings.SECRET_KEY
+    new = "a-brand-new-secret-key-with-more-than-32-chars"
+    # Without the old key among the fallbacks the command changes nothing and says which wallet it cannot open.
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = new, []
+    before = {r.pk: r.jwk_encrypted for r in CustodialWallet.objects.all()}
+    with pytest.raises(CommandError, match="nothing was rotated"):
+        call_command("web", "rotate-wallet-keys")
+    assert {r.pk: r.jwk_encrypted for r in CustodialWallet.objects.all()} == before
+    settings.SECRET_KEY_FALLBACKS = [old]
+    out = io.StringIO()
+    call_command("web", "rotate-wallet-keys", stdout=out)
+    assert "2 wallets re-encrypted under the current key (2 in all)" in out.getvalue()
+    # The fallback can go: both wallets open with the new key alone, to their own addresses.
+    settings.SECRET_KEY_FALLBACKS = []
+    for user in (alice, bob):
+        user.custodial_wallet.refresh_from_db()
+        assert Wallet.from_jwk(services.wallet_export(user=user)).address == user.custodial_wallet.address
+    out = io.StringIO()
+    call_command("web", "rotate-wallet-keys", stdout=out)  # nothing left to do
+    assert "0 wallets re-encrypted" in out.getvalue()
 
 
 def test_link_an_address_by_raw_rsa_pss_signature(make_user: Callable[[str], AbstractBaseUser],

@@ -114,7 +114,7 @@ def test_the_faucet_limit_answers_429_with_a_message(make_user: Callable[[str], 
 
 def test_request_rates_are_throttled_per_client(make_user: Callable[[str], AbstractBaseUser],
                                                 ledgers: dict[str, str], settings: object) -> None:
-    settings.API_THROTTLE_RATES = {"petition": "2/hour", "faucet": "1/hour"}
+    settings.LIMITS = {**settings.LIMITS, "petition_client": "2/hour", "faucet_ip": "1/hour"}
     client = Client()
     for _ in range(2):
         assert client.post(reverse("web-api:petition-signed"), data=b"junk",
@@ -122,12 +122,14 @@ def test_request_rates_are_throttled_per_client(make_user: Callable[[str], Abstr
     throttled = client.post(reverse("web-api:petition-signed"), data=b"junk",
                             content_type="application/octet-stream")
     assert throttled.status_code == 429
-    assert throttled.json()["detail"].startswith("Too many petition submissions from this client; try again in")
+    assert throttled.json()["detail"].startswith(
+        "Too many petition submissions from this client: the limit is 2 per hour; try again in")
+    assert 3500 < int(throttled["Retry-After"]) <= 3601
     user_client = Client()
     user_client.force_login(make_user("alice"))
     assert user_client.post(reverse("web-api:faucet")).status_code == 201
     throttled = user_client.post(reverse("web-api:faucet"))
-    assert throttled.status_code == 429 and "Too many faucet requests" in throttled.json()["detail"]
+    assert throttled.status_code == 429 and "Too many faucet requests from this address" in throttled.json()["detail"]
     assert FaucetDrip.objects.count() == 1
     # Reading is never throttled.
     assert client.get(reverse("web-api:petitions")).status_code == 200

@@ -32,7 +32,7 @@ def test_audit_is_for_staff_only(client: Client, django_user_model, decided: tup
         assert response.status_code == 403, url
     assert "Log in" in client.get(urls[0]).content.decode()
     django_user_model.objects.create_user("member", password="pw-long-enough-1")
-    client.login(username="member", password="pw-long-enough-1")
+    client.force_login(django_user_model.objects.get(username="member"))
     for url in urls:
         assert client.get(url).status_code == 403, url
         assert client.post(url, {"petition_id": pid}).status_code == 403, url
@@ -44,7 +44,7 @@ def test_staff_sees_the_trace_and_verifies_the_log(  # type: ignore[no-untyped-d
 ) -> None:
     fed, pid = decided
     django_user_model.objects.create_user("auditor", password="pw-long-enough-1", is_staff=True)
-    client.login(username="auditor", password="pw-long-enough-1")
+    client.force_login(django_user_model.objects.get(username="auditor"))
     page = client.get(f"/audit/petitions/{pid}/").content.decode()
     for step in ("Credit-Notice", "Deliberate", "Model call", "Raw output", "state hash", "Grant"):
         assert step in page

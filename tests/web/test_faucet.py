@@ -72,6 +72,29 @@ def test_the_faucet_button_reports_the_refusal(make_user: Callable[[str], Abstra
     client = Client()
     client.force_login(make_user("alice"))
     assert client.post(reverse("web:faucet")).status_code == 302
-    page = client.post(reverse("web:faucet"), follow=True).content.decode()
-    assert "No wAR this time" in page and "1 drips per 24 hours" in page
+    refused = client.post(reverse("web:faucet"))
+    assert refused.status_code == 429 and 86000 < int(refused["Retry-After"]) <= 86401
+    page = refused.content.decode()
+    assert "1 drips per 24 hours" in page and "Nothing was sent or changed" in page
     assert FaucetDrip.objects.count() == 1
+
+
+def test_the_faucet_counts_per_address_across_accounts(make_user: Callable[[str], AbstractBaseUser],
+                                                       ledgers: dict[str, str], settings: object) -> None:
+    """New accounts from one address cannot each take the faucet's wAR: the address has its own limit."""
+    settings.LIMITS = {**settings.LIMITS, "faucet_ip": "2/hour"}
+    for name in ("alice", "bob"):
+        client = Client()
+        client.force_login(make_user(name))
+        assert client.post(reverse("web:faucet")).status_code == 302
+    client = Client()
+    client.force_login(make_user("carol"))
+    refused = client.post(reverse("web:faucet"))
+    assert refused.status_code == 429 and 3500 < int(refused["Retry-After"]) <= 3601
+    assert "Too many faucet requests from this address: the limit is 2 per hour" in refused.content.decode()
+    assert FaucetDrip.objects.count() == 2
+    # Another address is not affected.
+    other = Client(REMOTE_ADDR="10.0.0.7")
+    other.force_login(make_user("dave"))
+    assert other.post(reverse("web:faucet")).status_code == 302
+    assert FaucetDrip.objects.count() == 3
