@@ -132,7 +132,7 @@ def su_root(request: HttpRequest) -> HttpResponse:
                                  "WeaveDrive reads L1 data once the scheduler attests it")
         assignment = services.su_assign_existing(process_id=request.GET.get("process-id", ""),
                                                  message_id=request.GET.get("assign", ""))
-        return JsonResponse({"id": assignment.id, "message": assignment.message_id,
+        return JsonResponse({"id": assignment.id, "message": assignment.message.id,
                              "timestamp": assignment.timestamp, "nonce": assignment.nonce}, status=201)
     assignment = services.su_schedule(raw=_read_item_body(request), admit=services.public_admission)
     return JsonResponse(

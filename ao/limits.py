@@ -12,6 +12,7 @@ This is about the web tier only: nothing here is read by a process's evaluation.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 import time
@@ -60,7 +61,7 @@ def parse_rate(text: str) -> Rate:
 
 def describe_seconds(seconds: float) -> str:
     """A duration a person reads: "45 seconds", "12 minutes", "3 hours", "2 days"."""
-    seconds = max(int(round(seconds)), 1)
+    seconds = max(math.ceil(seconds), 1)
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= size:
             value = round(seconds / size)
