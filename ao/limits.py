@@ -16,6 +16,8 @@ import math
 import re
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -97,6 +99,27 @@ def _acquire(lock: str) -> str | None:
         pause = min(pause * 2, 0.05)
 
 
+def _release(lock: str, token: str) -> None:
+    if cache.get(lock) == token:
+        cache.delete(lock)
+
+
+@contextmanager
+def exclusive(scope: str, ident: str, *, what: str) -> Iterator[None]:
+    """Run the block while no other worker runs one for the same (scope, ident); Limited if that takes too long.
+
+    What a count's check-then-act must not race on (django-axes' failed-login count) is run under this.
+    """
+    lock = _key(scope, ident) + ":lock"
+    token = _acquire(lock)
+    if token is None:
+        raise Limited(f"another {what} is being checked right now; try again in a few seconds", retry_after=2)
+    try:
+        yield
+    finally:
+        _release(lock, token)
+
+
 def hit(scope: str, ident: str, rate: Rate, *, what: str) -> None:
     """Count one hit of ``ident`` in ``scope``, or raise Limited (nothing counted) if ``rate`` is used up.
 
@@ -118,8 +141,7 @@ def hit(scope: str, ident: str, rate: Rate, *, what: str) -> None:
         window.append(now)
         cache.set(key, window, timeout=rate.period + 1)
     finally:
-        if cache.get(key + ":lock") == token:
-            cache.delete(key + ":lock")
+        _release(key + ":lock", token)
 
 
 def used(scope: str, ident: str, rate: Rate) -> int:

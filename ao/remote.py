@@ -16,6 +16,7 @@ Nothing of the remote node is trusted but what its signatures and proofs carry:
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -168,12 +169,19 @@ def item_from_json(node: dict[str, Any]) -> dataitem.DataItem:
         signature = b64url_decode(node.get("signature") or "")
         kind = next(t for t, scheme in SCHEMES.items() if scheme.owner_length == len(owner))
         tags = tuple((t["name"], t["value"]) for t in node.get("tags") or [])
-        return dataitem.DataItem(
+        item = dataitem.DataItem(
             signature_type=kind, signature=signature, owner=owner,
             target=b64url_decode(node.get("target") or ""), anchor=b64url_decode(node.get("anchor") or ""),
             tags=tags, raw_tags=encode_tags(list(tags)) if tags else b"",
             data=(node.get("data") or "").encode("utf-8"),
         )
+        if not tags and not dataitem.verify(item):
+            # No tags may have been written as an empty Avro array (one 0x00 byte, what Avro libraries write and
+            # arbundles accepts): the JSON cannot say which, the signature can.
+            avro_empty = dataclasses.replace(item, raw_tags=b"\x00")
+            if dataitem.verify(avro_empty):
+                return avro_empty
+        return item
     except (StopIteration, KeyError, TypeError, ValueError) as exc:
         # A damaged assignment: an item that cannot verify, so the replay names it.
         raise _Unreadable(str(exc)) from exc

@@ -52,6 +52,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
+    "web.middleware.OneLoginAtATime",
     # Last, as django-axes asks: it turns a locked-out login into the lockout answer.
     "axes.middleware.AxesMiddleware",
 ]
@@ -123,7 +124,7 @@ LOGOUT_REDIRECT_URL = "web:home"
 # DJANGO_HTTPS=1 when the site is served over HTTPS: secure cookies, HSTS, and HTTP redirected to HTTPS. Behind a
 # TLS-terminating proxy, DJANGO_PROXY_SSL_HEADER names the header it sets (e.g. X-Forwarded-Proto) so Django
 # knows a request came in over HTTPS; set it only if the proxy always overwrites that header.
-HTTPS = env_bool("DJANGO_HTTPS", env_bool("DJANGO_SECURE_COOKIES", False))
+HTTPS = env_bool("DJANGO_HTTPS", False)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = HTTPS
 CSRF_COOKIE_SECURE = HTTPS
@@ -166,22 +167,22 @@ EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "llamafed@localhost")
 PASSWORD_RESET_TIMEOUT = 3600
-# A private-key download asks for the password again unless the account logged in this recently.
-REAUTH_MAX_AGE_S = env_int("REAUTH_MAX_AGE_S", 300)
 
 # Clients behind this many trusted proxies: their address is read from X-Forwarded-For (the proxies' own
 # entries); 0 trusts no header, only the connection's address.
 TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)
 
 # Failed logins (site and admin), django-axes: after AXES_FAILURE_LIMIT failures for one username, or from one
-# address, that username or address is locked for LOGIN_LOCKOUT_S seconds (429 with Retry-After). Staff unlock
-# with `manage.py axes_reset_username NAME` / `axes_reset_ip ADDRESS`; every attempt is kept for the admin.
+# address, that username or address is locked for LOGIN_LOCKOUT_S seconds after the last failure (429 with
+# Retry-After). Staff unlock with `manage.py axes_reset_username NAME` / `axes_reset_ip ADDRESS`; every attempt is
+# kept for the admin. A success does not wipe the count: otherwise a guesser would log into an account of their own
+# between guesses to clear their address's failures.
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 LOGIN_LOCKOUT_S = env_int("LOGIN_LOCKOUT_S", 900)
 AXES_COOLOFF_TIME = dt.timedelta(seconds=LOGIN_LOCKOUT_S)
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
-AXES_RESET_ON_SUCCESS = True
+AXES_RESET_ON_SUCCESS = False
 AXES_LOCKOUT_CALLABLE = "web.views.login_locked_out"
 AXES_CLIENT_IP_CALLABLE = "ao.limits.client_ip"  # the same client address every limit counts
 AXES_VERBOSE = False

@@ -191,3 +191,21 @@ def test_verify_lists_the_processes_whose_outboxes_it_relied_on(alice: Ed25519Ke
     batch.evaluate_pending(process_id=receiver)
     report = verify.verify_process(process_id=receiver)
     assert report.ok and report.sources == {sender}
+
+
+def test_a_remote_item_with_zero_tags_written_as_one_byte_is_rebuilt_so_it_verifies(alice: Ed25519Key) -> None:
+    """The scheduler's JSON cannot tell b"" from Avro's empty array (0x00); the rebuilt item takes the one its
+    signature covers, so `verify --remote` does not call a genuine zero-tag item damaged."""
+    from dataclasses import replace
+
+    from ao import remote
+    from ao.permaweb import dataitem
+    from ao.selectors import item_json
+
+    for raw_tags in (b"", b"\x00"):
+        unsigned = dataitem.DataItem(2, bytes(64), alice.owner, b"", b"", (), raw_tags, b"zero tags")
+        item = replace(unsigned, signature=alice.sign(dataitem.signature_data(unsigned)))
+        rebuilt = remote.item_from_json(item_json(item))
+        assert rebuilt.raw_tags == raw_tags and rebuilt.id == item.id and dataitem.verify(rebuilt)
+    forged = remote.item_from_json({**item_json(item), "signature": item_json(item)["signature"][::-1]})
+    assert not dataitem.verify(forged)

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core import mail
 from django.core.management import call_command
+from django.db import close_old_connections
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -85,6 +87,36 @@ def test_failed_logins_lock_the_account_then_staff_unlock_it(make_user: Callable
     assert _login(Client(REMOTE_ADDR="10.9.9.9"), "bob", "pw-bob-Long-Enough-1").status_code == 302
     call_command("axes_reset_ip", "10.8.8.8")
     assert _login(guesser, "bob", "pw-bob-Long-Enough-1").status_code == 302
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_wrong_logins_are_counted_one_at_a_time_so_the_lockout_holds_exactly(
+        django_user_model: type, settings: object) -> None:
+    """Eight clients guess at once through the same workers: password checks for one account run one at a time
+    (web.middleware), so exactly AXES_FAILURE_LIMIT failures are checked and every later guess is refused."""
+    from axes.models import AccessAttempt
+
+    django_user_model.objects.create_user("alice", password=PASSWORD)
+    statuses: list[int] = []
+    start = threading.Barrier(8)
+
+    def guess(n: int) -> None:
+        client = Client(REMOTE_ADDR=f"10.3.0.{n}")  # eight addresses: only the account's count can stop them
+        start.wait()
+        try:
+            for _ in range(3):
+                statuses.append(_login(client, "alice", "wrong").status_code)
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    checked = sum(AccessAttempt.objects.filter(username="alice").values_list("failures_since_start", flat=True))
+    assert checked == settings.AXES_FAILURE_LIMIT
+    assert statuses.count(200) == settings.AXES_FAILURE_LIMIT - 1 and statuses.count(429) == 24 - statuses.count(200)
 
 
 def test_the_admin_login_locks_out_the_same_way(django_user_model: type, settings: object) -> None:
