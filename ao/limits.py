@@ -161,7 +161,7 @@ def client_ip(request: HttpRequest, trusted_proxies: int | None = None) -> str:
     beyond that."""
     if trusted_proxies is None:
         trusted_proxies = settings.TRUSTED_PROXIES
-    remote = request.META.get("REMOTE_ADDR", "") or "unknown"
+    remote = request.META.get("REMOTE_ADDR", "") or "0.0.0.0"  # noqa: S104 - no address (not a WSGI request)
     if trusted_proxies <= 0:
         return remote
     forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]

@@ -86,12 +86,16 @@ def _build() -> dict[str, Any]:
     from ao import weave
     from ao.node import node_settle
     from policy import services as fed_services
+    from tests.policy.test_fed import TEST_PARAMS
     from tests.support.tiny_gguf import tiny_gguf_path
     from web import services
 
+    from django.core.management import call_command
+
     started = time.perf_counter()
+    call_command("collectstatic", "--noinput", verbosity=0)  # the pages' stylesheet, as scripts/run does
     model_tx = weave.weave_upload(path=tiny_gguf_path(Path(tempfile.mkdtemp())), tags=[], name="tiny")
-    fed = fed_services.fed_bootstrap(model_tx=model_tx)
+    fed = fed_services.fed_bootstrap(model_tx=model_tx, overrides=TEST_PARAMS)  # the tests' Fed for the tiny model
     node_settle()
     accounts = []
     for i in range(PETITION_ACCOUNTS + 1):
