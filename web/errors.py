@@ -29,14 +29,10 @@ class RateLimited(WebError):
         self.retry_after = retry_after
 
 
-class FedBusy(WebError):
+class FedBusy(RateLimited):
     """The Fed's backlog would keep a new petition waiting longer than FED_MAX_WAIT_S; nothing was sent."""
 
     status = 503
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class FaucetDisabled(WebError):

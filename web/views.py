@@ -21,7 +21,7 @@ from django_htmx.http import HTMX_STOP_POLLING
 
 from ao import limits
 from web import charts, forms, selectors, services
-from web.errors import FedBusy, InvalidInput, LinkRefused, RateLimited, WebError
+from web.errors import InvalidInput, LinkRefused, RateLimited, WebError
 
 POLL_SECONDS = 2
 
@@ -207,7 +207,7 @@ def petition_new(request: HttpRequest) -> HttpResponse:
                 form.add_error(name, error)
             if not exc.fields:
                 form.add_error(None, str(exc))
-        except (RateLimited, FedBusy) as exc:
+        except RateLimited as exc:  # FedBusy too (503)
             return too_many(request, exc, back="web:account", status=exc.status)
         except WebError as exc:
             form.add_error(None, str(exc))

@@ -77,6 +77,15 @@ def stand_in_fed(ledgers: dict[str, str], probe_module: str, monkeypatch: pytest
     return item.id
 
 
+@pytest.fixture
+def funded(make_user: Callable[[str], AbstractBaseUser], stand_in_fed: str) -> AbstractBaseUser:
+    """An account holding faucet wAR, with the stand-in Fed running."""
+    alice = make_user("alice")
+    web_services.faucet_drip(user=alice)
+    settle()
+    return alice
+
+
 def settle() -> None:
     """Evaluate every process with pending messages and deliver pushes until nothing moves, then project."""
     node_settle()

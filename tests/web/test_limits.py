@@ -177,14 +177,6 @@ def _backlog(waiting: int, seconds_each: int) -> None:
                                 received_at=timezone.now())
 
 
-@pytest.fixture
-def funded(make_user: Callable[[str], AbstractBaseUser], stand_in_fed: str) -> AbstractBaseUser:
-    alice = make_user("alice")
-    services.faucet_drip(user=alice)
-    settle()
-    return alice
-
-
 def test_a_petition_that_would_wait_too_long_is_refused_before_any_war_moves(funded: AbstractBaseUser,
                                                                               settings: object) -> None:
     settings.FED_MAX_WAIT_S = 600

@@ -29,15 +29,6 @@ OFFERING = 25_000_000_000
 TEXT = "I teach llama husbandry to kids in my village every weekend."
 
 
-@pytest.fixture
-def funded(make_user: Callable[[str], AbstractBaseUser], stand_in_fed: str) -> AbstractBaseUser:
-    """An account holding faucet wAR, with the stand-in Fed running."""
-    alice = make_user("alice")
-    services.faucet_drip(user=alice)
-    settle()
-    return alice
-
-
 def _scheduled() -> int:
     return models.Assignment.objects.count()
 
