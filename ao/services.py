@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -94,6 +94,17 @@ def _admit_spawn(item: dataitem.DataItem) -> None:
     limits.hit("spawn-signer", item.owner_address, limits.configured("spawn_signer"), what="spawns by this wallet")
 
 
+def _lock_processes(ids: Iterable[str]) -> dict[str, models.Process]:
+    """Lock the processes' heads for appending, in id order so that concurrent schedulers cannot deadlock.
+
+    FOR NO KEY UPDATE, not FOR UPDATE: a worker committing results holds the process's cursor row and inserts rows
+    that reference the process, which takes FOR KEY SHARE on it; FOR UPDATE would block that insert while this
+    transaction waits for the cursor row, a deadlock on PostgreSQL. Appending changes no key, so nothing is lost.
+    """
+    rows = models.Process.objects.select_for_update(no_key=True).filter(id__in=sorted(set(ids))).order_by("id")
+    return {p.id: p for p in rows}
+
+
 def su_assign_existing(*, process_id: str, message_id: str) -> models.Assignment:
     """AO's assign: put a message this node already holds (sent to another process) into a process's log as is.
 
@@ -115,7 +126,7 @@ def su_assign_existing(*, process_id: str, message_id: str) -> models.Assignment
     key = keys.scheduler_key()
     with transaction.atomic():
         latest = embedded_store().latest_block()
-        process = models.Process.objects.select_for_update().filter(id=process_id).first()
+        process = _lock_processes([process_id]).get(process_id)
         if process is None:
             raise UnknownProcess(f"no process {process_id} on this scheduler")
         if models.Assignment.objects.filter(process=process, message=entry).exists():
@@ -133,7 +144,7 @@ def su_assign(*, item: dataitem.DataItem, schedulable: su.Schedulable) -> models
             latest = embedded_store().latest_block()
             process = None
             if not schedulable.is_spawn:
-                process = models.Process.objects.select_for_update().filter(id=schedulable.process_id).first()
+                process = _lock_processes([schedulable.process_id]).get(schedulable.process_id)
             assignment = _assign_locked(item, schedulable, process, key, latest)
             dispatch.request_evaluation(assignment.process_id)
             return assignment
@@ -200,9 +211,7 @@ def _bulk_assign(
     store = embedded_store()
     latest = store.latest_block()
     existing = set(models.Entry.objects.filter(id__in=[i.id for _, i, _ in todo]).values_list("id", flat=True))
-    targets = sorted({s.process_id for _, _, s in todo if not s.is_spawn})
-    # Lock in one order so concurrent batches cannot deadlock.
-    locked = {p.id: p for p in models.Process.objects.select_for_update().filter(id__in=targets).order_by("id")}
+    locked = _lock_processes(s.process_id for _, _, s in todo if not s.is_spawn)
     accepted: list[tuple[int, dataitem.DataItem, models.Process]] = []
     new_processes: list[models.Process] = []
     for index, item, schedulable in todo:
@@ -248,8 +257,7 @@ def _assign_one_by_one(
 ) -> None:
     """The slow path: a savepoint per item."""
     latest = embedded_store().latest_block()
-    targets = sorted({s.process_id for _, _, s in todo if not s.is_spawn})
-    locked = {p.id: p for p in models.Process.objects.select_for_update().filter(id__in=targets).order_by("id")}
+    locked = _lock_processes(s.process_id for _, _, s in todo if not s.is_spawn)
     for index, item, schedulable in todo:
         try:
             with transaction.atomic():

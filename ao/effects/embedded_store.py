@@ -314,7 +314,8 @@ class EmbeddedStore(Store):
     @staticmethod
     def _mine_block(tx_id: str) -> models.Block:
         """Append a block holding one transaction (called inside the storing transaction)."""
-        last = models.Block.objects.select_for_update().order_by("-height").first()
+        # NO KEY: entries being stored elsewhere may still refer to the last block (an FK check, FOR KEY SHARE).
+        last = models.Block.objects.select_for_update(no_key=True).order_by("-height").first()
         height = 0 if last is None else last.height + 1
         previous = "" if last is None else last.indep_hash
         indep = b64url_encode(hashlib.sha384(f"{height}:{previous}:{tx_id}".encode()).digest())

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
-from ao import models, services
+from ao import dispatch, models, services
 from ao.effects import keys
 from ao.errors import (
     BadSignature,
@@ -285,3 +286,64 @@ def test_batch_falls_back_to_one_by_one_when_a_concurrent_writer_wins(
     raws = [factories.message_item(alice, process_id).serialize() for _ in range(3)]
     out = services.su_schedule_batch(raws=raws)
     assert [o.nonce for o in out] == [1, 2, 3]  # type: ignore[union-attr]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_scheduling_while_a_worker_commits_cannot_deadlock(node_keys: None) -> None:
+    """A worker holds the cursor and inserts a result (an FK check on the process) while a message is scheduled.
+
+    The scheduler locks the process head and then waits for the cursor row; its lock must let the worker's
+    result insert through, or PostgreSQL finds a deadlock and one of the two fails.
+    """
+    if connection.vendor != "postgresql":
+        pytest.skip("row-lock modes are PostgreSQL's; SQLite serialises writers")
+    owner = Ed25519Key.generate()
+    spawn = factories.spawn_item(owner)
+    services.su_schedule(raw=spawn.serialize())
+    message = factories.message_item(owner, spawn.id).serialize()
+    dispatch.evaluation_started(spawn.id)  # as a running worker does: the next message asks for evaluation again
+    cursor_held, insert_now = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with transaction.atomic():
+                models.Evaluation.objects.filter(process_id=spawn.id).update(state_hash="held")
+                cursor_held.set()
+                assert insert_now.wait(30)
+                models.Result.objects.create(process_id=spawn.id, nonce=0, message_id=spawn.id, body={},
+                                             gas_used=0, state_hash="s")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def scheduler() -> None:
+        try:
+            assert cursor_held.wait(30)
+            services.su_schedule(raw=message)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker), threading.Thread(target=scheduler)]
+    for t in threads:
+        t.start()
+    try:
+        with connection.cursor() as cur:
+            for _ in range(3000):  # until the scheduler waits for the cursor row (it holds the process head by then)
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND wait_event_type = 'Lock'")
+                if cur.fetchone()[0]:
+                    break
+                time.sleep(0.01)
+            else:
+                pytest.fail("the scheduler never waited for the worker's cursor row")
+    finally:
+        insert_now.set()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert models.Assignment.objects.filter(process_id=spawn.id).count() == 2
+    assert models.Result.objects.filter(process_id=spawn.id).count() == 1
