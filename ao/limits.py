@@ -62,13 +62,18 @@ def parse_rate(text: str) -> Rate:
 
 
 def describe_seconds(seconds: float) -> str:
-    """A duration a person reads: "45 seconds", "12 minutes", "3 hours", "2 days"."""
-    seconds = max(math.ceil(seconds), 1)
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size:
-            value = round(seconds / size)
-            return f"{value} {unit}{'s' if value != 1 else ''}"
-    return f"{seconds} second{'s' if seconds != 1 else ''}"
+    """A duration a person reads, rounded up: "45 s", "12 min", "21 h 14 min", "3 d 2 h"."""
+    whole = max(math.ceil(seconds), 1)
+    if whole < 60:
+        return f"{whole} s"
+    minutes = math.ceil(whole / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h" + (f" {minutes} min" if minutes else "")
+    days, hours = divmod(hours, 24)
+    return f"{days} d" + (f" {hours} h" if hours else "")
 
 
 class Limited(Exception):

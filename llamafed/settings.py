@@ -6,10 +6,14 @@ import datetime as dt
 from pathlib import Path
 
 import dj_database_url
+from dotenv import load_dotenv
 
 from .env import ConfigError, env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# manage.py, gunicorn and Celery read the checkout's .env (written by scripts/setup) as scripts/run does; a variable
+# already in the environment wins. LLAMAFED_ENV_FILE names another file.
+load_dotenv(env_str("LLAMAFED_ENV_FILE", str(BASE_DIR / ".env")), override=False)
 DATA_DIR = Path(env_str("LLAMAFED_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 
 DEBUG = env_bool("DJANGO_DEBUG", False)

@@ -21,6 +21,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from ao import limits
 from ao import services as ao_services
 from ao.effects import keys
 from ao.errors import AoError
@@ -251,24 +252,14 @@ def faucet_drip(*, user: AbstractBaseUser) -> FaucetDrip:
             wait = int((recent[0].created_at + window - timezone.now()).total_seconds()) + 1
             raise RateLimited(
                 f"the faucet gives each account {settings.FAUCET_PER_ACCOUNT} drips per "
-                f"{_duration(window)}; the next one is possible in {_duration(dt.timedelta(seconds=wait))}",
+                f"{limits.describe_seconds(window.total_seconds())}; the next one is possible in "
+                f"{limits.describe_seconds(wait)}",
                 retry_after=wait,
             )
         _submit(item.serialize())
         drip = FaucetDrip.objects.create(user=user, address=row.address, amount=amount, message_id=item.id)
     log.info("faucet: %s wAR to %s (%s)", format_amount(amount), row.address, item.id)
     return drip
-
-
-def _duration(delta: dt.timedelta) -> str:
-    seconds = max(int(delta.total_seconds()), 1)
-    if seconds >= 3600:
-        hours = round(seconds / 3600)
-        return f"{hours} hour{'s' if hours != 1 else ''}"
-    if seconds >= 60:
-        minutes = round(seconds / 60)
-        return f"{minutes} minute{'s' if minutes != 1 else ''}"
-    return f"{seconds} second{'s' if seconds != 1 else ''}"
 
 
 # --- petitions ----------------------------------------------------------------------------------------------
@@ -305,10 +296,10 @@ def _check_queue() -> None:
     later = wait - settings.FED_MAX_WAIT_S
     raise FedBusy(
         f"the Fed has {queue.waiting} petitions waiting and decides one in about "
-        f"{_duration(dt.timedelta(seconds=queue.seconds_per_decision))}, so a new one would wait about "
-        f"{_duration(dt.timedelta(seconds=wait))} for its decision (this site takes petitions that wait at most "
-        f"{_duration(dt.timedelta(seconds=settings.FED_MAX_WAIT_S))}); nothing was sent — try again in about "
-        f"{_duration(dt.timedelta(seconds=later))}",
+        f"{limits.describe_seconds(queue.seconds_per_decision)}, so a new one would wait about "
+        f"{limits.describe_seconds(wait)} for its decision (this site takes petitions that wait at most "
+        f"{limits.describe_seconds(settings.FED_MAX_WAIT_S)}); nothing was sent — try again in about "
+        f"{limits.describe_seconds(later)}",
         retry_after=int(later) + 1,
     )
 
@@ -325,10 +316,12 @@ def _check_petition_limits(*, user: AbstractBaseUser | None, petitioner: str, pa
                           retry_after=int(PETITION_WINDOW.total_seconds()))
     ends = selectors.cooldown_ends(params, petitioner)
     if ends is not None:
+        wait = (ends - timezone.now()).total_seconds()
         raise RateLimited(
-            f"the Fed accepts one petition per address per cooldown; it would refund this one. "
-            f"Try again after {ends:%Y-%m-%d %H:%M} UTC.",
-            retry_after=int((ends - timezone.now()).total_seconds()) + 1,
+            f"the Fed takes one petition per address every {limits.describe_seconds(params.cooldown_ms / 1000)} "
+            f"(it would refund this one): you can petition again in {limits.describe_seconds(wait)}, at "
+            f"{ends:%H:%M} UTC on {ends:%d %b}; nothing was sent",
+            retry_after=int(wait) + 1,
         )
     _check_queue()
 

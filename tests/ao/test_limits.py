@@ -43,13 +43,19 @@ def test_rates_parse_and_read_as_people_say_them() -> None:
             limits.parse_rate(bad)
 
 
+def test_durations_read_as_a_person_says_them_rounded_up() -> None:
+    cases = {0.2: "1 s", 45: "45 s", 59.5: "1 min", 61: "2 min", 900: "15 min", 3600: "1 h",
+             21 * 3600 + 13 * 60 + 30: "21 h 14 min", 86400: "24 h", 3 * 86400 + 7200: "3 d 2 h"}
+    assert {s: limits.describe_seconds(s) for s in cases} == cases
+
+
 def test_a_window_lets_count_hits_through_then_says_when_to_come_back() -> None:
     rate = limits.Rate(3, 3600)
     for _ in range(3):
         limits.hit("t", "client-a", rate, what="tries")
     with pytest.raises(limits.Limited) as refused:
         limits.hit("t", "client-a", rate, what="tries")
-    assert "too many tries: the limit is 3 per hour; try again in 1 hour" in str(refused.value)
+    assert "too many tries: the limit is 3 per hour; try again in 1 h" in str(refused.value)
     assert 3590 < refused.value.retry_after <= 3601
     assert limits.used("t", "client-a", rate) == 3  # the refused hit was not counted
     limits.hit("t", "client-b", rate, what="tries")  # another client has its own window

@@ -108,7 +108,7 @@ def test_the_faucet_limit_answers_429_with_a_message(make_user: Callable[[str], 
     assert first.status_code == 201 and first.json()["amount"] == "100000000000"
     second = client.post(reverse("web-api:faucet"))
     assert second.status_code == 429
-    assert "1 drips per 24 hours" in second.json()["detail"] and int(second["Retry-After"]) > 0
+    assert "1 drips per 24 h" in second.json()["detail"] and int(second["Retry-After"]) > 0
     assert FaucetDrip.objects.count() == 1
 
 

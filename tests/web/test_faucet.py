@@ -40,7 +40,7 @@ def test_over_the_limit_the_faucet_refuses_and_sends_nothing(make_user: Callable
     services.faucet_drip(user=alice)
     services.faucet_drip(user=alice)
     scheduled = models.Assignment.objects.filter(process_id=ledgers["wAR"]).count()
-    with pytest.raises(RateLimited, match="2 drips per 24 hours") as refused:
+    with pytest.raises(RateLimited, match="2 drips per 24 h") as refused:
         services.faucet_drip(user=alice)
     assert refused.value.retry_after and refused.value.retry_after > 0
     assert models.Assignment.objects.filter(process_id=ledgers["wAR"]).count() == scheduled
@@ -75,7 +75,7 @@ def test_the_faucet_button_reports_the_refusal(make_user: Callable[[str], Abstra
     refused = client.post(reverse("web:faucet"))
     assert refused.status_code == 429 and 86000 < int(refused["Retry-After"]) <= 86401
     page = refused.content.decode()
-    assert "1 drips per 24 hours" in page and "Nothing was sent or changed" in page
+    assert "1 drips per 24 h" in page and "Nothing was sent or changed" in page
     assert FaucetDrip.objects.count() == 1
 
 

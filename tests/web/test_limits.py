@@ -46,7 +46,7 @@ def test_sign_ups_are_limited_per_address(settings: object, django_user_model: t
     refused = _signup(Client(), "cat")
     assert refused.status_code == 429 and 3500 < int(refused["Retry-After"]) <= 3601
     page = refused.content.decode()
-    assert "Too many sign-ups from this address: the limit is 2 per hour; try again in 1 hour." in page
+    assert "Too many sign-ups from this address: the limit is 2 per hour; try again in 1 h." in page
     assert not django_user_model.objects.filter(username="cat").exists()
     # A form with errors is not a sign-up: it does not use up the address's places.
     assert Client().post(reverse("web:signup"), {"username": "dan", "password1": "x", "password2": "y"}
@@ -68,7 +68,7 @@ def test_failed_logins_lock_the_account_then_staff_unlock_it(make_user: Callable
     locked = _login(client, "alice", "wrong")
     assert locked.status_code == 429
     assert settings.LOGIN_LOCKOUT_S - 5 < int(locked["Retry-After"]) <= settings.LOGIN_LOCKOUT_S + 1
-    assert "logging in is locked for 15 minutes" in locked.content.decode()
+    assert "logging in is locked for 15 min" in locked.content.decode()
     # The right password does not get in while locked, from this address or any other.
     assert _login(client, "alice", right).status_code == 429
     assert _login(Client(REMOTE_ADDR="10.7.7.7"), "alice", right).status_code == 429
@@ -189,9 +189,9 @@ def test_a_petition_that_would_wait_too_long_is_refused_before_any_war_moves(fun
     balance, scheduled = war_balance(address), models.Assignment.objects.count()
     with pytest.raises(FedBusy) as refused:
         services.petition_submit(user=funded, text="I mend fishing nets for my village.", sender_name="Alice")
-    assert ("the Fed has 10 petitions waiting and decides one in about 1 minute, so a new one would wait about "
-            "11 minutes for its decision") in str(refused.value)
-    assert "try again in about 1 minute" in str(refused.value) and refused.value.retry_after == 61
+    assert ("the Fed has 10 petitions waiting and decides one in about 1 min, so a new one would wait about "
+            "11 min for its decision") in str(refused.value)
+    assert "try again in about 1 min" in str(refused.value) and refused.value.retry_after == 61
     # The page and the API say the same, with 503 and Retry-After; nothing was sent, no wAR moved.
     client = Client()
     client.force_login(funded)
