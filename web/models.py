@@ -127,6 +127,10 @@ class Petition(models.Model):
     received_at = models.DateTimeField(null=True, blank=True)
     decided_at = models.DateTimeField(null=True, blank=True)
     refunded_at = models.DateTimeField(null=True, blank=True)
+    # The times above are the log's (the timestamp of the message that began each step). When this node recorded
+    # the result that ended the petition's latest step (its evaluation committed): the node's clock, for the
+    # timeline and the Fed's expected decision time, never part of the Fed's history.
+    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-submitted_at", "-received_at", "id"]
@@ -154,6 +158,7 @@ class Vote(models.Model):
     raw_output = models.TextField(blank=True)
     detail = models.JSONField(help_text="the whole vote record (order, examples, tokens, stop, model)")
     voted_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True, help_text="when this node recorded the vote")
 
     class Meta:
         ordering = ["petition", "governor_index"]

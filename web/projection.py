@@ -205,6 +205,7 @@ def _apply_fed(result: ao_models.Result, assignment: ao_models.Assignment | None
     item = _input_item(assignment)
     source = _input_tags(item)
     at = _timestamp(assignment)
+    done = result.evaluated_at  # the step's end, on this node's clock (display only)
     messages = _messages(result)
     for message, tags in messages:
         action = tags.get("Action")
@@ -212,15 +213,15 @@ def _apply_fed(result: ao_models.Result, assignment: ao_models.Assignment | None
         if not petition_id:
             continue
         if action == "Petition-Received":
-            _received(petition_id, message, source, at)
+            _received(petition_id, message, source, at, done)
         elif action == "Petition-Refunded":
-            _refunded(petition_id, message, tags, source, at)
+            _refunded(petition_id, message, tags, source, at, done)
         elif action == "Petition-Failed":
-            _failed(petition_id, message, tags, at)
+            _failed(petition_id, message, tags, at, done)
         elif action == "Petition-Vote":
-            _voted(petition_id, message, tags, source, at)
+            _voted(petition_id, message, tags, source, at, done)
         elif action == "Petition-Decision":
-            _decided(petition_id, message, tags, at, result.nonce)
+            _decided(petition_id, message, tags, at, result.nonce, done)
     refused = any(t.get("Action") == "Fed-Error" for _, t in messages)
     if source.get("Action") in ("Grant-Confirmation", "Grant-Error") and not refused:
         _grant_reply(source, at)
@@ -242,16 +243,17 @@ def _take_intake(petition: Petition, message: dict[str, Any], source: dict[str, 
     petition.offering = _amount(source.get("Quantity")) or petition.offering
 
 
-def _received(petition_id: str, message: dict[str, Any], source: dict[str, str], at: Any) -> None:
+def _received(petition_id: str, message: dict[str, Any], source: dict[str, str], at: Any, done: Any) -> None:
     petition = _petition(petition_id, message.get("Target", ""))
     _take_intake(petition, message, source)
     _advance(petition, Petition.Status.RECEIVED)
     petition.received_at = at
+    petition.finished_at = done
     petition.save()
 
 
 def _refunded(petition_id: str, message: dict[str, Any], tags: dict[str, str], source: dict[str, str],
-              at: Any) -> None:
+              at: Any, done: Any) -> None:
     reason = tags.get("Reason") or str(message.get("Data") or "")
     if reason == DUPLICATE_REASON and Petition.objects.filter(id=petition_id).exclude(
         status=Petition.Status.SUBMITTED
@@ -262,10 +264,11 @@ def _refunded(petition_id: str, message: dict[str, Any], tags: dict[str, str], s
     petition.status = Petition.Status.REFUNDED
     petition.refund_reason = reason[:MAX_REASON_CHARS]
     petition.refunded_at = at
+    petition.finished_at = done
     petition.save()
 
 
-def _failed(petition_id: str, message: dict[str, Any], tags: dict[str, str], at: Any) -> None:
+def _failed(petition_id: str, message: dict[str, Any], tags: dict[str, str], at: Any, done: Any) -> None:
     """The deliberation could not give a grade (a reply outside the grammar, the model failing): refunded."""
     petition = _petition(petition_id, message.get("Target", ""))
     try:
@@ -275,15 +278,16 @@ def _failed(petition_id: str, message: dict[str, Any], tags: dict[str, str], at:
     votes = detail.get("votes") if isinstance(detail, dict) else None
     for index, vote in enumerate(votes if isinstance(votes, list) else []):
         if isinstance(vote, dict):
-            _store_vote(petition, index, vote, str(vote.get("governor", "")), vote.get("grade"), at)
+            _store_vote(petition, index, vote, str(vote.get("governor", "")), vote.get("grade"), at, done)
     petition.status = Petition.Status.FAILED
     petition.refund_reason = (tags.get("Reason") or "the deliberation failed")[:MAX_REASON_CHARS]
     petition.refunded_at = at
+    petition.finished_at = done
     petition.save()
 
 
 def _voted(petition_id: str, message: dict[str, Any], tags: dict[str, str], source: dict[str, str],
-           at: Any) -> None:
+           at: Any, done: Any) -> None:
     petition = _petition(petition_id, message.get("Target", ""))
     try:
         vote = json.loads(message.get("Data") or "{}")
@@ -295,12 +299,14 @@ def _voted(petition_id: str, message: dict[str, Any], tags: dict[str, str], sour
     index = int(raw_index) if raw_index.isdigit() else Vote.objects.filter(petition=petition).count()
     grade = tags.get("Grade", "")
     _store_vote(petition, index, vote, tags.get("Governor") or str(vote.get("governor", "")),
-                int(grade) if grade.isdigit() else vote.get("grade"), at)
+                int(grade) if grade.isdigit() else vote.get("grade"), at, done)
     _advance(petition, Petition.Status.DELIBERATING)
-    petition.save(update_fields=["status"])
+    petition.finished_at = done
+    petition.save(update_fields=["status", "finished_at"])
 
 
-def _store_vote(petition: Petition, index: int, vote: dict[str, Any], governor: str, grade: Any, at: Any) -> None:
+def _store_vote(petition: Petition, index: int, vote: dict[str, Any], governor: str, grade: Any, at: Any,
+                done: Any) -> None:
     """Upsert one governor's vote (grade None: the reply did not follow the grammar)."""
     Vote.objects.update_or_create(
         petition=petition,
@@ -315,11 +321,13 @@ def _store_vote(petition: Petition, index: int, vote: dict[str, Any], governor: 
             "raw_output": str(vote.get("raw") or ""),
             "detail": vote,
             "voted_at": at,
+            "finished_at": done,
         },
     )
 
 
-def _decided(petition_id: str, message: dict[str, Any], tags: dict[str, str], at: Any, nonce: int) -> None:
+def _decided(petition_id: str, message: dict[str, Any], tags: dict[str, str], at: Any, nonce: int,
+             done: Any) -> None:
     recipient = message.get("Target", "")
     petition = _petition(petition_id, recipient)
     try:
@@ -333,6 +341,7 @@ def _decided(petition_id: str, message: dict[str, Any], tags: dict[str, str], at
     petition.amount = amount
     petition.decision = decision if isinstance(decision, dict) else None
     petition.decided_at = at
+    petition.finished_at = done
     petition.save()
     if amount > 0:
         Grant.objects.get_or_create(

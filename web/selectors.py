@@ -235,15 +235,21 @@ class FedQueue:
 
 def fed_queue() -> FedQueue:
     """The backlog (petitions in the log not final yet, and those this site sent that the log does not show yet)
-    and the Fed's time per decision: the median over its recent decisions of decided_at minus the later of its
-    arrival and the decision before it (the time the Fed spent on it, not the time it queued)."""
+    and the Fed's time per decision: the median over its recent decisions of the time this node recorded the
+    decision minus the later of the petition's arrival and the decision before it (the time the Fed spent on it,
+    not the time it queued)."""
     open_in_log = set(Petition.objects.exclude(status__in=FINAL_STATUSES).values_list("id", flat=True))
     sent = list(PetitionRequest.objects.filter(created_at__gte=timezone.now() - PENDING_TIMEOUT)
                 .exclude(message_id__in=Petition.objects.values("id")).values_list("message_id", flat=True))
     failed = transfer_errors(token_process_id(WAR), sent)
     waiting = len(open_in_log) + sum(1 for m in sent if m not in failed)
-    decided = list(Petition.objects.filter(decided_at__isnull=False).exclude(received_at=None)
-                   .order_by("-decided_at").values_list("received_at", "decided_at")[:DECISIONS_SAMPLED + 1])
+    return FedQueue(waiting=waiting, **_decision_time())
+
+
+def _decision_time() -> dict[str, Any]:
+    decided = list(Petition.objects.filter(status__in=(Petition.Status.DECIDED, Petition.Status.FAILED),
+                                           finished_at__isnull=False).exclude(received_at=None)
+                   .order_by("-finished_at").values_list("received_at", "finished_at")[:DECISIONS_SAMPLED + 1])
     decided.reverse()
     spans = []
     for previous, (received, done) in zip([None, *[d for _, d in decided]], decided):
@@ -251,9 +257,30 @@ def fed_queue() -> FedQueue:
         spans.append(max((done - start).total_seconds(), 0.0))
     spans = spans[1:] if len(spans) > DECISIONS_SAMPLED else spans
     if not spans:
-        return FedQueue(waiting=waiting, seconds_per_decision=DEFAULT_DECISION_S, measured=False)
+        return {"seconds_per_decision": DEFAULT_DECISION_S, "measured": False}
     spans.sort()
-    return FedQueue(waiting=waiting, seconds_per_decision=max(spans[len(spans) // 2], 1.0), measured=True)
+    return {"seconds_per_decision": max(spans[len(spans) // 2], 1.0), "measured": True}
+
+
+def petition_estimate_s(status: PetitionStatus, queue: FedQueue | None = None) -> float | None:
+    """Seconds until the petition's decision, from the Fed's recent decision time: the petitions ahead of it (in
+    the log before it and not final), then what is left of its own deliberation. None once it is final."""
+    p = status.petition
+    if status.is_final or (p is not None and p.status in FINAL_STATUSES):
+        return None
+    queue = queue or fed_queue()
+    per = queue.seconds_per_decision
+    if p is None or p.received_at is None:
+        ahead = Petition.objects.exclude(status__in=FINAL_STATUSES).exclude(id=status.id).count()
+        return (ahead + 1) * per
+    ahead = (Petition.objects.exclude(status__in=FINAL_STATUSES).exclude(id=p.id)
+             .filter(received_at__lt=p.received_at).count())
+    governors = max(status.governor_count, 1)
+    own = per * (governors - len(status.votes)) / governors
+    began = max([v.finished_at for v in status.votes if v.finished_at] + [p.finished_at or p.received_at])
+    if not ahead:
+        own -= (timezone.now() - began).total_seconds()
+    return max(ahead * per + own, 5.0)
 
 
 def tags_of(message: dict[str, Any]) -> dict[str, str]:
@@ -278,7 +305,12 @@ class Step:
     detail: str = ""
     at: dt.datetime | None = None
     grade: int | None = None
-    verdict: str = ""  # a sentinel's: "steering" (a veto) or "no steering"
+    verdict: str = ""  # a sentinel's, in plain words: whether the petition tries to steer the grade
+
+    @property
+    def time_label(self) -> str:
+        """How to read `at`: a finished step's end, a running step's start."""
+        return "since" if self.state == "current" else "at"
 
 
 @dataclass
@@ -369,8 +401,8 @@ def _timeline(s: PetitionStatus) -> list[Step]:
                           sent_at))
         return steps
     if p is None:
-        steps.append(Step("submitted", "Submitted", "current", "Sent to the messenger; waiting for the wAR ledger.",
-                          sent_at))
+        steps.append(Step("submitted", "Submitted", "current",
+                          "Sent; your offering in wAR is on its way to the Fed.", sent_at))
     else:
         steps.append(Step("submitted", "Submitted", "done", "The offering was transferred to the Fed.",
                           p.submitted_at or sent_at))
@@ -380,30 +412,34 @@ def _timeline(s: PetitionStatus) -> list[Step]:
         return steps
     if p.status == Status.REFUNDED:
         steps.append(Step("refunded", "Refunded", "failed", f"The Fed refunded the offering: {p.refund_reason}.",
-                          p.refunded_at))
+                          p.finished_at or p.refunded_at))
         return steps
     steps.append(Step("received", "Received", "done", "Accepted; the Fed holds the offering while the governors read.",
                       p.received_at))
     voted = {v.governor_index: v for v in s.votes}
+    began = p.finished_at or p.received_at
     total = s.governor_count
     for k in range(max(total, 1)):
         vote = voted.get(k)
         name = s.governors[k] if k < len(s.governors) else (vote.governor if vote else "")
         label = f"Governor {k + 1}" + (f" of {total}" if total else "") + (f" ({name})" if name else "")
         if vote is not None:
-            verdict = "" if vote.veto is None else ("steering: veto" if vote.veto else "no steering")
-            steps.append(Step(f"vote-{k}", label, "done" if vote.valid else "failed", vote.reason, vote.voted_at,
+            verdict = "" if vote.veto is None else (
+                "tries to steer the grade: vetoed" if vote.veto else "checked: no attempt to steer the grade")
+            ended = vote.finished_at or vote.voted_at
+            steps.append(Step(f"vote-{k}", label, "done" if vote.valid else "failed", vote.reason, ended,
                               grade=vote.grade, verdict=verdict))
+            began = max(filter(None, (began, ended)), default=None)
         elif p.status in (Status.DECIDED, Status.FAILED):
             continue
         elif k == len(voted):
-            steps.append(Step(f"vote-{k}", label, "current", "Deliberating…"))
+            steps.append(Step(f"vote-{k}", label, "current", "Reading and grading your petition…", began))
         else:
             steps.append(Step(f"vote-{k}", label, "waiting", "Waiting for the governors before."))
     if p.status == Status.FAILED:
         steps.append(Step("decision", "Failed", "failed",
                           f"No grade could be given ({p.refund_reason}); the offering was refunded in full.",
-                          p.refunded_at))
+                          p.finished_at or p.refunded_at))
         return steps
     if p.status != Status.DECIDED:
         steps.append(Step("decision", "Decision", "waiting", "After the last governor."))
@@ -418,13 +454,13 @@ def _timeline(s: PetitionStatus) -> list[Step]:
         elif s.grant is not None and s.grant.status == Grant.Status.FAILED:
             detail += f" The LLAMA ledger refused the grant ({s.grant.error}); the offering was refunded."
         state = "failed" if s.grant is not None and s.grant.status == Grant.Status.FAILED else "done"
-        steps.append(Step("decision", "Granted", state, detail, p.decided_at, grade=p.grade))
+        steps.append(Step("decision", "Granted", state, detail, p.finished_at or p.decided_at, grade=p.grade))
     else:
         vetoed = ", ".join((p.decision or {}).get("vetoed_by") or [])
         why = f"vetoed by {vetoed}" if vetoed else f"grade {p.grade}"
         steps.append(Step("decision", "Denied", "done",
                           f"{why[0].upper()}{why[1:]}: no LLAMA for this petition; the offering was burned.",
-                          p.decided_at, grade=p.grade))
+                          p.finished_at or p.decided_at, grade=p.grade))
     return steps
 
 

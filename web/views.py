@@ -224,20 +224,24 @@ def _status_or_404(petition_id: str) -> selectors.PetitionStatus:
     return status
 
 
+def _status_context(status: selectors.PetitionStatus) -> dict[str, Any]:
+    queue = None if status.is_final else selectors.fed_queue()
+    return {"status": status, "poll_seconds": POLL_SECONDS, "health": selectors.fed_health(), "queue": queue,
+            "estimate": None if queue is None else selectors.petition_estimate_s(status, queue)}
+
+
 @require_GET
 def petition_detail(request: HttpRequest, petition_id: str) -> HttpResponse:
     """A petition's live status: each step as it happens (the status region polls every 2 s until final)."""
     status = _status_or_404(petition_id)
-    return render(request, "web/petition.html", {"status": status, "poll_seconds": POLL_SECONDS,
-                                                 "health": selectors.fed_health()})
+    return render(request, "web/petition.html", _status_context(status))
 
 
 @require_GET
 def petition_status(request: HttpRequest, petition_id: str) -> HttpResponse:
     """The status region alone, for htmx polling; HTTP 286 tells htmx to stop once the petition is final."""
     status = _status_or_404(petition_id)
-    response = render(request, "web/_petition_status.html", {"status": status, "poll_seconds": POLL_SECONDS,
-                                                             "health": selectors.fed_health()})
+    response = render(request, "web/_petition_status.html", _status_context(status))
     if status.is_final and request.htmx:
         response.status_code = HTMX_STOP_POLLING
     return response

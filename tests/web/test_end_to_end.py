@@ -47,7 +47,7 @@ def test_a_petition_from_the_form_to_the_grant(fed: str, make_user: Callable[[st
     assert response.status_code == 302
     petition_id = PetitionRequest.objects.get().message_id
     status_url = reverse("web:petition-status", kwargs={"petition_id": petition_id})
-    assert "Sent to the messenger" in client.get(status_url).content.decode()
+    assert "your offering in wAR is on its way to the Fed" in client.get(status_url).content.decode()
     settle()  # wAR transfer, Credit-Notice, both governors, the decision, the grant
 
     fragment = client.get(status_url, HTTP_HX_REQUEST="true")

@@ -171,7 +171,8 @@ def _backlog(waiting: int, seconds_each: int) -> None:
     for i in range(5):
         received = start + dt.timedelta(seconds=i * seconds_each)
         Petition.objects.create(id=f"decided-{i}".ljust(43, "x"), petitioner="p" * 43, status="decided",
-                                received_at=received, decided_at=received + dt.timedelta(seconds=seconds_each))
+                                received_at=received, decided_at=received,
+                                finished_at=received + dt.timedelta(seconds=seconds_each))
     for i in range(waiting):
         Petition.objects.create(id=f"waiting-{i}".ljust(43, "x"), petitioner="p" * 43, status="received",
                                 received_at=timezone.now())

@@ -59,7 +59,7 @@ def test_the_status_region_polls_until_the_petition_is_final(client: Client, fed
                  [out(sender, **{"Action": "Petition-Received", "Petition-Id": pid})])
     page = client.get(reverse("web:petition", kwargs={"petition_id": pid})).content.decode()
     assert 'hx-trigger="every 2s"' in page and 'aria-live="polite"' in page
-    assert "Governor 1" in page and "Deliberating" in page
+    assert "Governor 1" in page and "Reading and grading your petition" in page
     fed_log.step("Deliberate", {"Petition-Id": pid, "Governor": "0"}, [
         out(sender, '{"grade": 0, "reason": "Too vague."}',
             **{"Action": "Petition-Vote", "Petition-Id": pid, "Governor": "Ada", "Grade": "0"}),
@@ -84,7 +84,7 @@ def test_a_sent_petition_shows_before_the_log_knows_it(make_user: Callable[[str]
                                              sender_name="Alice", text="Hello Fed", offering=25_000_000_000,
                                              source="web")
     page = client.get(reverse("web:petition", kwargs={"petition_id": request.message_id})).content.decode()
-    assert "Hello Fed" in page and "Sent to the messenger" in page
+    assert "Hello Fed" in page and "your offering in wAR is on its way to the Fed" in page
 
 
 def test_public_pages_render(client: Client, fed_log: FedLog) -> None:

@@ -119,7 +119,7 @@ def test_the_form_sends_and_redirects_to_the_status_page(funded: AbstractBaseUse
     assert response.status_code == 302
     assert response["Location"] == reverse("web:petition", kwargs={"petition_id": sent.message_id})
     page = client.get(response["Location"]).content.decode()
-    assert TEXT in page and "Sent to the messenger" in page
+    assert TEXT in page and "your offering in wAR is on its way to the Fed" in page
 
 
 def test_the_form_shows_field_errors(funded: AbstractBaseUser) -> None:

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from django import template
 
+from ao.limits import describe_seconds
 from web.formatting import DEFAULT_DENOMINATION, format_amount
 
 register = template.Library()
@@ -21,3 +22,9 @@ def token(value: int | Decimal | str | None, denomination: int = DEFAULT_DENOMIN
 def short_id(value: str) -> str:
     """An id or address shortened for narrow screens (the full value stays in the title attribute)."""
     return f"{value[:6]}…{value[-4:]}" if value and len(value) > 12 else value
+
+
+@register.filter
+def duration(seconds: float | None) -> str:
+    """Seconds as a person reads them, rounded up: {{ estimate|duration }} → "2 min", "21 h 14 min"."""
+    return "—" if seconds is None else describe_seconds(seconds)
