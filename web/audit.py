@@ -2,19 +2,48 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.util
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
+import policy
+
 from ao import dispatch
 from ao import models as ao_models
 from ao.permaweb import dataitem
+from web import selectors
 from web.models import VerifyRun
 
 VERIFY_TASK = "web.verify_run"
 MAX_TRACE_SCAN = 20_000  # results scanned per trace; the Fed's log is read newest first
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One message a Fed message sent: to whom (named when known), its action, all its tags as JSON."""
+
+    target: str
+    target_name: str
+    action: str
+    tags_json: str
+
+
+@dataclass(frozen=True)
+class Call:
+    """One governor's model call, as recorded in the result, with the shared prompt made readable again."""
+
+    record: dict[str, Any]
+    prefix_text: str | None  # the system prompt and worked examples, rebuilt from the Fed's source and config
+    petition_text: str  # the petition turn, as the model read it (scaffold included)
+    params_json: str
 
 
 @dataclass(frozen=True)
@@ -25,20 +54,78 @@ class TraceRow:
     message_id: str
     action: str
     sender: str
+    sender_name: str
     timestamp: int
     gas_used: int
     state_hash: str
     error: str
-    sent: list[dict[str, str]] = field(default_factory=list)
-    calls: list[dict[str, Any]] = field(default_factory=list)
+    sent: list[Sent] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+
+    @property
+    def at(self) -> Any:
+        """The message's timestamp (the scheduler's, part of the log) as a datetime."""
+        return selectors.ms_to_datetime(self.timestamp)
+
+    @property
+    def iso(self) -> str:
+        """The timestamp in ISO 8601, to the millisecond, UTC."""
+        return self.at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _tags(tag_list: list[dict[str, str]]) -> dict[str, str]:
     return {t["name"]: t["value"] for t in tag_list}
 
 
-def petition_trace(*, fed_process_id: str, petition_id: str) -> list[TraceRow]:
+def process_names(*, fed_process_id: str, petitioner: str = "", sender_name: str = "") -> dict[str, str]:
+    """Names people know for the ids of a trace: the two ledgers, the Fed, the petitioner."""
+    names = {fed_process_id: "the Fed"}
+    for ticker in (selectors.WAR, selectors.LLAMA):
+        process = selectors.token_process_id(ticker)
+        if process:
+            names[process] = f"the {ticker} ledger"
+    if petitioner:
+        names[petitioner] = f"the petitioner ({sender_name})" if sender_name else "the petitioner"
+    return names
+
+
+@functools.cache
+def _prompts() -> ModuleType:
+    """The Fed's prompt source (policy/process/prompts.py, the module the Fed is built from), loaded on its own."""
+    path = Path(policy.__file__).resolve().parent / "process" / "prompts.py"
+    spec = importlib.util.spec_from_file_location("llamafed_fed_prompts", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def governor_prefixes(config: dict[str, Any]) -> dict[str, str]:
+    """The shared prompt of each governor in the Fed's config, by the sha256 its calls record. A recorded hash
+    not found here means this node's Fed source is not the one that ran: the audit then shows only the hash."""
+    prompts, found = _prompts(), {}
+    for governor in config.get("Governors") or []:
+        try:
+            text = prompts.prefix_text(governor["order"], governor["examples"])
+        except (KeyError, TypeError):
+            continue
+        found[hashlib.sha256(text.encode()).hexdigest()] = text
+    return found
+
+
+def _call(record: dict[str, Any], prefixes: dict[str, str]) -> Call:
+    request = record.get("request") or {}
+    prefix_sha = (request.get("prefix") or {}).get("sha256", "")
+    return Call(record=record, prefix_text=prefixes.get(prefix_sha),
+                petition_text="".join(str(p.get("text", "")) for p in request.get("parts") or []),
+                params_json=json.dumps(record.get("params") or {}, indent=2, sort_keys=True))
+
+
+def petition_trace(*, fed_process_id: str, petition_id: str, names: dict[str, str] | None = None,
+                   config: dict[str, Any] | None = None) -> list[TraceRow]:
     """Every Fed message whose input or output names the petition, in nonce order."""
+    names = names or {}
+    prefixes = governor_prefixes(config or {})
     rows = []
     results = (
         ao_models.Result.objects.filter(process_id=fed_process_id).order_by("-nonce")[:MAX_TRACE_SCAN]
@@ -51,21 +138,21 @@ def petition_trace(*, fed_process_id: str, petition_id: str) -> list[TraceRow]:
         result = by_nonce[assignment.nonce]
         item = dataitem.parse(bytes(assignment.message.raw))
         tags = dict(item.tags)
-        sent = [
-            {"target": m.get("Target", ""), **_tags(m.get("Tags", []))}
-            for m in result.body.get("Messages", [])
-        ]
+        out = [(m.get("Target", ""), _tags(m.get("Tags", []))) for m in result.body.get("Messages", [])]
         mentions = petition_id in (tags.get("Petition-Id"), tags.get("Pushed-For"), tags.get("X-Petition-Id")) or any(
-            petition_id in (m.get("Petition-Id"), m.get("X-Petition-Id"), m.get("X-Refund-For")) for m in sent
+            petition_id in (t.get("Petition-Id"), t.get("X-Petition-Id"), t.get("X-Refund-For")) for _, t in out
         )
         if not mentions:
             continue
+        sender = tags.get("From-Process") or item.owner_address
         rows.append(
             TraceRow(
                 nonce=assignment.nonce, message_id=item.id, action=tags.get("Action", tags.get("Type", "")),
-                sender=tags.get("From-Process") or item.owner_address, timestamp=assignment.timestamp,
-                gas_used=result.gas_used, state_hash=result.state_hash, error=result.error, sent=sent,
-                calls=list(result.body.get("Calls", [])),
+                sender=sender, sender_name=names.get(sender, ""), timestamp=assignment.timestamp,
+                gas_used=result.gas_used, state_hash=result.state_hash, error=result.error,
+                sent=[Sent(target=t, target_name=names.get(t, ""), action=m.get("Action", ""),
+                           tags_json=json.dumps(m, indent=2, ensure_ascii=False)) for t, m in out],
+                calls=[_call(c, prefixes) for c in result.body.get("Calls", []) if isinstance(c, dict)],
             )
         )
     return rows
@@ -80,16 +167,24 @@ def verify_request(*, user: Any, process_id: str) -> VerifyRun:
 
 
 def verify_run(*, run_id: int) -> VerifyRun:
-    """Replay the process of a queued run and record the outcome; a finished run is left as it is."""
+    """Replay the process of a queued run and record the outcome, with progress as it goes; a run another worker
+    claimed, or a finished one, is left as it is."""
     from ao import verify
     from ao.errors import AoError
 
-    claimed = VerifyRun.objects.filter(id=run_id, status=VerifyRun.Status.QUEUED).exists()
     run = VerifyRun.objects.get(id=run_id)
+    evaluated = ao_models.Evaluation.objects.filter(process_id=run.process_id).values_list("next_nonce", flat=True)
+    claimed = VerifyRun.objects.filter(id=run_id, status=VerifyRun.Status.QUEUED).update(
+        status=VerifyRun.Status.RUNNING, total=evaluated.first() or 0)
+    run.refresh_from_db()
     if not claimed:
         return run
+
+    def progress(checked: int, total: int) -> None:  # every 100 messages and at the end (ao.verify)
+        VerifyRun.objects.filter(id=run_id).update(checked=checked, total=total)
+
     try:
-        report = verify.verify_process(process_id=run.process_id)
+        report = verify.verify_process(process_id=run.process_id, progress=progress)
     except AoError as exc:
         VerifyRun.objects.filter(id=run_id).update(status=VerifyRun.Status.FAILED, error=str(exc),
                                                    finished_at=timezone.now())

@@ -10,6 +10,7 @@ from django.core.validators import RegexValidator
 
 from ao.permaweb.b64 import B64Error, b64url_decode
 from web import services
+from web.selectors import AUDIT_OUTCOMES
 from web.errors import InvalidInput
 from web.models import MAX_NAME_CHARS, MAX_PETITION_CHARS
 
@@ -92,3 +93,11 @@ class AddressForm(forms.Form):
     """An address to look up."""
 
     address = forms.CharField(label="Address", validators=[ADDRESS_VALIDATOR], max_length=43, min_length=43)
+
+
+class AuditFilterForm(forms.Form):
+    """The audit list's filters (staff)."""
+
+    outcome = forms.ChoiceField(label="Outcome", required=False,
+                                choices=[("", "any")] + list(AUDIT_OUTCOMES.items()))
+    q = forms.CharField(label="Petition id, address, name or words", required=False, max_length=200)

@@ -202,6 +202,7 @@ class VerifyRun(models.Model):
 
     class Status(models.TextChoices):
         QUEUED = "queued", "queued"
+        RUNNING = "running", "replaying"
         MATCH = "match", "every result and state hash matches"
         DIVERGED = "diverged", "diverged"
         FAILED = "failed", "could not run"
@@ -210,6 +211,7 @@ class VerifyRun(models.Model):
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     checked = models.BigIntegerField(default=0)
+    total = models.BigIntegerField(default=0, help_text="messages in the log when the replay began")
     divergence = models.JSONField(null=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -217,3 +219,13 @@ class VerifyRun(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+
+    @property
+    def is_final(self) -> bool:
+        """Nothing more will change: matched, diverged or could not run."""
+        return self.status not in (self.Status.QUEUED, self.Status.RUNNING)
+
+    @property
+    def percent(self) -> int:
+        """How far the replay has come, 0-100."""
+        return min(100, self.checked * 100 // self.total) if self.total else 0

@@ -13,7 +13,7 @@ from django.apps import apps
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.paginator import Page, Paginator
-from django.db.models import QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
 from ao import models as ao_models
@@ -168,6 +168,24 @@ def faucet_drips_left(user: AbstractBaseUser) -> int:
     return max(settings.FAUCET_PER_ACCOUNT - used, 0)
 
 
+def faucet_refill_at(user: AbstractBaseUser) -> dt.datetime | None:
+    """When the account gets its next faucet drip back (its oldest drip in the window leaves it); None: none used."""
+    since = timezone.now() - dt.timedelta(seconds=settings.FAUCET_WINDOW)
+    oldest = FaucetDrip.objects.filter(user=user, created_at__gte=since).order_by("created_at").first()
+    return None if oldest is None else oldest.created_at + dt.timedelta(seconds=settings.FAUCET_WINDOW)
+
+
+def faucet_pending(user: AbstractBaseUser) -> bool:
+    """A recent drip's Mint is not evaluated yet: the balance shown is about to change."""
+    recent = list(FaucetDrip.objects.filter(user=user, created_at__gte=timezone.now() - PENDING_TIMEOUT)
+                  .values_list("message_id", flat=True))
+    war = token_process_id(WAR)
+    if not recent or war is None:
+        return False
+    done = ao_models.Result.objects.filter(process_id=war, message_id__in=recent).count()
+    return done < len(recent)
+
+
 def requests_of(user: AbstractBaseUser, limit: int = 20) -> list[PetitionRequest]:
     """The account's latest petitions sent through the site."""
     return list(PetitionRequest.objects.filter(user=user).order_by("-created_at")[:limit])
@@ -281,6 +299,40 @@ def petition_estimate_s(status: PetitionStatus, queue: FedQueue | None = None) -
     if not ahead:
         own -= (timezone.now() - began).total_seconds()
     return max(ahead * per + own, 5.0)
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """What a petitioner should know before writing: the rule, the offering, when they may send, the wait."""
+
+    offering: int
+    cooldown_s: float | None  # one petition per address per this many seconds (None: no cooldown)
+    next_at: dt.datetime | None  # when this address may petition again (None: now)
+    pending: PetitionRequest | None  # a petition of theirs still being decided
+    queue: FedQueue
+
+    @property
+    def wait_s(self) -> float | None:
+        """Seconds until they may petition again (None: now)."""
+        return None if self.next_at is None else max((self.next_at - timezone.now()).total_seconds(), 1.0)
+
+    @property
+    def estimate_s(self) -> float:
+        """How long a petition sent now would take to be decided."""
+        return self.queue.expected_wait_s
+
+
+def petition_outlook(params: FedParams, *, user: AbstractBaseUser | None, address: str | None) -> Outlook:
+    """The Fed's rule and queue, and this petitioner's own standing (cooldown, a petition still open)."""
+    requests = requests_of(user) if user is not None else []
+    pending = open_requests(requests)
+    return Outlook(
+        offering=params.offering,
+        cooldown_s=None if params.cooldown_ms is None else params.cooldown_ms / 1000,
+        next_at=cooldown_ends(params, address) if address else None,
+        pending=pending[0] if pending else None,
+        queue=fed_queue(),
+    )
 
 
 def tags_of(message: dict[str, Any]) -> dict[str, str]:
@@ -471,6 +523,30 @@ def grants_page(page: int | str | None) -> Page:
     """Grants, newest decision first, one page."""
     grants: QuerySet[Grant] = Grant.objects.select_related("petition").order_by("-decided_at", "petition_id")
     return Paginator(grants, GRANTS_PER_PAGE).get_page(page)
+
+
+AUDIT_PER_PAGE = 25
+AUDIT_OUTCOMES = {
+    "granted": "granted", "denied": "denied (grade 0 or vetoed)", "refunded": "refunded", "failed": "failed",
+    "open": "not decided yet",
+}
+
+
+def audit_page(*, outcome: str = "", query: str = "", page: int | str | None = None) -> Page:
+    """Staff's list of the Fed's petitions, newest first: by outcome, and by id, address, name or words."""
+    qs = Petition.objects.select_related("grant").order_by("-received_at", "-submitted_at", "id")
+    if outcome == "granted":
+        qs = qs.filter(status=Petition.Status.DECIDED, amount__gt=0)
+    elif outcome == "denied":
+        qs = qs.filter(status=Petition.Status.DECIDED).exclude(amount__gt=0)
+    elif outcome in ("refunded", "failed"):
+        qs = qs.filter(status=outcome)
+    elif outcome == "open":
+        qs = qs.exclude(status__in=FINAL_STATUSES)
+    query = query.strip()
+    if query:
+        qs = qs.filter(Q(id=query) | Q(petitioner=query) | Q(sender_name__icontains=query) | Q(text__icontains=query))
+    return Paginator(qs, AUDIT_PER_PAGE).get_page(page)
 
 
 def petitions(*, petitioner: str | None = None) -> QuerySet[Petition]:

@@ -213,6 +213,11 @@ def address_link(
 # --- faucet -------------------------------------------------------------------------------------------------
 
 
+def petition_tags_base() -> dict[str, str]:
+    """The AO message tags every petition Transfer carries before its own (for a wallet signing in the browser)."""
+    return dict(_message_tags("Transfer", []))
+
+
 def _message_tags(action: str, extra: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [("Data-Protocol", su.DATA_PROTOCOL), ("Variant", su.VARIANT), ("Type", "Message"), ("Action", action),
             *extra]

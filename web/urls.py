@@ -25,18 +25,22 @@ urlpatterns = [
     path("password-reset/done/", auth_views.PasswordResetCompleteView.as_view(
         template_name="registration/password_reset_done.html"), name="password-reset-done"),
     path("account/", views.account, name="account"),
+    path("account/balances/", views.account_balances, name="account-balances"),
     path("account/faucet/", views.faucet, name="faucet"),
     path("account/wallet.json", views.wallet_download, name="wallet-download"),
     path("account/link/", views.link_address, name="link-address"),
     path("petitions/new/", views.petition_new, name="petition-new"),
+    path("petitions/wallet/", views.petition_wallet, name="petition-wallet"),
     path(f"petitions/{PETITION_ID}/", views.petition_detail, name="petition"),
     path(f"petitions/{PETITION_ID}/status/", views.petition_status, name="petition-status"),
     path(f"petitions/{PETITION_ID}/decision/", views.petition_decision, name="decision"),
     path("grants/", views.grants, name="grants"),
     path("supply/", views.supply, name="supply"),
     path("balances/", views.balances, name="balances"),
+    path("audit/", views.audit, name="audit"),
     path(f"audit/petitions/{PETITION_ID}/", views.audit_petition, name="audit-petition"),
     path("audit/verify/", views.audit_verify, name="audit-verify"),
+    path("audit/verify/runs/", views.audit_runs, name="audit-runs"),
 ]
 
 api_urlpatterns = [

@@ -114,14 +114,30 @@ def account(request: HttpRequest) -> HttpResponse:
     requests = selectors.requests_of(request.user)
     statuses = {r.message_id: selectors.petition_status(r.message_id) for r in requests}
     return render(request, "web/account.html", {
-        "wallet": wallet,
-        "balances": selectors.balances(wallet.address) if wallet else {},
+        **_balances_context(request.user, wallet),
         "linked": [(a, selectors.balances(a)) for a in selectors.addresses_of(request.user)[1 if wallet else 0:]],
         "faucet_enabled": settings.FAUCET_ENABLED,
         "faucet_amount": settings.FAUCET_AMOUNT,
         "faucet_left": selectors.faucet_drips_left(request.user),
+        "faucet_refill_at": selectors.faucet_refill_at(request.user),
         "requests": [(r, statuses[r.message_id]) for r in requests],
     })
+
+
+def _balances_context(user: Any, wallet: Any) -> dict[str, Any]:
+    return {"wallet": wallet, "balances": selectors.balances(wallet.address) if wallet else {},
+            "balances_live": bool(wallet) and selectors.faucet_pending(user), "poll_seconds": POLL_SECONDS}
+
+
+@login_required
+@require_GET
+def account_balances(request: HttpRequest) -> HttpResponse:
+    """The account's balances alone, polled by htmx while a faucet drip is on its way; 286 stops the polling."""
+    context = _balances_context(request.user, selectors.wallet_of(request.user))
+    response = render(request, "web/_account_balances.html", context)
+    if request.htmx and not context["balances_live"]:
+        response.status_code = HTMX_STOP_POLLING
+    return response
 
 
 @login_required
@@ -136,7 +152,8 @@ def faucet(request: HttpRequest) -> HttpResponse:
     except WebError as exc:
         messages.error(request, f"No wAR this time: {exc}.")
     else:
-        messages.success(request, f"The faucet is minting demo wAR to your address (message {drip.message_id}).")
+        messages.success(request, f"Demo wAR is on its way to your address (message {drip.message_id}): your balance "
+                                  "updates by itself in a few seconds.")
     return redirect("web:account")
 
 
@@ -214,7 +231,22 @@ def petition_new(request: HttpRequest) -> HttpResponse:
         else:
             return redirect("web:petition", petition_id=sent.message_id)
     balance = selectors.balance(params.war, wallet.address) if params and wallet else 0
-    return render(request, "web/petition_new.html", {"form": form, "fed": params, "balance": balance})
+    outlook = selectors.petition_outlook(params, user=request.user, address=wallet.address if wallet else None) \
+        if params else None
+    return render(request, "web/petition_new.html", {"form": form, "fed": params, "balance": balance,
+                                                     "wallet": wallet, "outlook": outlook})
+
+
+@require_GET
+def petition_wallet(request: HttpRequest) -> HttpResponse:
+    """Petition with one's own Arweave wallet: the page's script (web/static/web/wallet.js) asks the browser wallet
+    (window.arweaveWallet, as Wander injects it) to sign the wAR Transfer, then posts it to the signed-petition API.
+    No account is needed: the signature is the petitioner's."""
+    params = selectors.fed_params()
+    outlook = selectors.petition_outlook(params, user=None, address=None) if params else None
+    return render(request, "web/petition_wallet.html", {
+        "fed": params, "outlook": outlook, "form": forms.PetitionForm(), "tags": services.petition_tags_base(),
+    })
 
 
 def _status_or_404(petition_id: str) -> selectors.PetitionStatus:
@@ -283,22 +315,65 @@ def balances(request: HttpRequest) -> HttpResponse:
 
 @staff_only
 @require_GET
-def audit_petition(request: HttpRequest, petition_id: str) -> HttpResponse:
-    """Staff only: a petition's full trace through the Fed's log, and the latest replay-verify."""
-    from web import audit
+def audit(request: HttpRequest) -> HttpResponse:
+    """Staff only: the Fed's petitions, newest first, filtered by outcome or searched; each links to its trace."""
+    form = forms.AuditFilterForm(request.GET or None)
+    data = form.cleaned_data if form.is_valid() else {}
+    page = selectors.audit_page(outcome=data.get("outcome", ""), query=data.get("q", ""), page=request.GET.get("page"))
     from web.models import VerifyRun
 
     fed = selectors.fed_process_id()
-    trace = audit.petition_trace(fed_process_id=fed, petition_id=petition_id) if fed else []
-    runs = VerifyRun.objects.filter(process_id=fed)[:5] if fed else []
-    return render(request, "web/audit_petition.html",
-                  {"petition_id": petition_id, "fed": fed, "trace": trace, "runs": runs})
+    latest = VerifyRun.objects.filter(process_id=fed).first() if fed else None
+    keep = request.GET.copy()
+    keep.pop("page", None)
+    return render(request, "web/audit.html", {"form": form, "page": page, "fed": fed, "latest_run": latest,
+                                              "query_string": keep.urlencode()})
+
+
+@staff_only
+@require_GET
+def audit_petition(request: HttpRequest, petition_id: str) -> HttpResponse:
+    """Staff only: a petition's summary and full trace through the Fed's log, and replay-verify with live progress."""
+    from web import audit
+
+    fed = selectors.fed_process_id()
+    status = selectors.petition_status(petition_id)
+    trace = []
+    if fed:
+        names = audit.process_names(fed_process_id=fed, petitioner=status.petitioner if status else "",
+                                    sender_name=status.sender_name if status else "")
+        trace = audit.petition_trace(fed_process_id=fed, petition_id=petition_id, names=names,
+                                     config=selectors.state_value(fed, "config") or {})
+    return render(request, "web/audit_petition.html", {
+        "petition_id": petition_id, "fed": fed, "status": status, "trace": trace, **_runs_context(fed, petition_id),
+    })
+
+
+def _runs_context(fed: str | None, petition_id: str) -> dict[str, Any]:
+    from web.models import VerifyRun
+
+    runs = list(VerifyRun.objects.filter(process_id=fed).select_related("requested_by")[:5]) if fed else []
+    return {"runs": runs, "runs_live": any(not r.is_final for r in runs), "poll_seconds": POLL_SECONDS,
+            "petition_id": petition_id}
+
+
+@staff_only
+@require_GET
+def audit_runs(request: HttpRequest) -> HttpResponse:
+    """Staff only: the replay-verify runs region, for htmx polling; 286 stops the polling once every run is final."""
+    petition_id = request.GET.get("petition_id", "")[:43]
+    context = _runs_context(selectors.fed_process_id(), petition_id)
+    response = render(request, "web/_verify_runs.html", context)
+    if request.htmx and not context["runs_live"]:
+        response.status_code = HTMX_STOP_POLLING
+    return response
 
 
 @staff_only
 @require_POST
 def audit_verify(request: HttpRequest) -> HttpResponse:
-    """Staff only: replay the Fed's log in a Celery task; the audit page shows match or the first divergence."""
+    """Staff only: replay the Fed's log in a Celery task; the audit page shows its progress, then match or the first
+    divergence, without a reload (htmx), or after the redirect without JavaScript."""
     from web import audit
 
     fed = selectors.fed_process_id()
@@ -306,9 +381,11 @@ def audit_verify(request: HttpRequest) -> HttpResponse:
         return HttpResponse("the Fed is not running", status=409)
     audit.verify_request(user=request.user, process_id=fed)
     back = request.POST.get("petition_id", "")
+    if request.htmx:
+        return render(request, "web/_verify_runs.html", _runs_context(fed, back[:43]))
     if back and len(back) == 43:
         return redirect("web:audit-petition", petition_id=back)
-    return redirect("web:home")
+    return redirect("web:audit")
 
 
 class PasswordResetView(auth_views.PasswordResetView):

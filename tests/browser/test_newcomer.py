@@ -154,7 +154,7 @@ def _newcomer_and_auditor(browser: Any, base: str) -> str:
 
     # The faucet mints demo wAR; the balance shows once the worker has evaluated the Mint.
     page.get_by_role("button", name=re.compile(r"^Get .* wAR$")).click()
-    expect(page.locator(".messages")).to_contain_text("minting demo wAR")
+    expect(page.locator(".messages")).to_contain_text("Demo wAR is on its way")
     _reload_until(page, "dl.balances", "0.1")
 
     # The petition, with markup in it; the site sends it and shows its live status.

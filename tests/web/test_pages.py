@@ -38,7 +38,7 @@ def test_user_text_is_escaped_on_the_status_and_decision_pages(client: Client, h
         assert ESCAPED in page, name
     decision = client.get(reverse("web:decision", kwargs={"petition_id": hostile})).content.decode()
     assert "&lt;img src=x onerror=&quot;alert(2)&quot;&gt;" in decision and "&lt;b&gt;Mallory&lt;/b&gt;" in decision
-    assert "20 LLAMA granted" in decision
+    assert "Granted: 20 LLAMA" in decision
 
 
 def test_grants_feed_escapes_and_pages(client: Client, fed_log: FedLog, hostile: str) -> None:

@@ -199,4 +199,4 @@ def test_a_sentinel_veto_is_projected_and_shown(fed_log: FedLog, client: Any) ->
     assert (petition.status, petition.grade, int(petition.amount)) == ("decided", 0, 0)
     status_page = client.get(f"/petitions/{pid}/").content.decode()
     assert "tries to steer the grade: vetoed" in status_page and "Vetoed by Cy" in status_page
-    assert "sentinel: veto" in client.get(f"/petitions/{pid}/decision/").content.decode()
+    assert "found it tries to steer the grade: vetoed" in client.get(f"/petitions/{pid}/decision/").content.decode()

@@ -28,3 +28,9 @@ def short_id(value: str) -> str:
 def duration(seconds: float | None) -> str:
     """Seconds as a person reads them, rounded up: {{ estimate|duration }} → "2 min", "21 h 14 min"."""
     return "—" if seconds is None else describe_seconds(seconds)
+
+
+@register.filter
+def intcomma_plain(value: int | None) -> str:
+    """An integer with thousands separators: 1234567 → "1,234,567"."""
+    return "—" if value is None else f"{int(value):,}"
