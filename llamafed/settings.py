@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from static (no CDN)
     "django_htmx",
     "axes",
     "ao",
@@ -198,7 +199,13 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "NUM_PROXIES": TRUSTED_PROXIES,
 }
-SPECTACULAR_SETTINGS = {"TITLE": "Llama Fed API", "VERSION": "0.1.0"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Llama Fed API", "VERSION": "0.1.0",
+    "DESCRIPTION": "Petitions, grants, supply and balances of this Llama Fed node. The AO units (messenger, "
+                   "scheduler, compute unit, gateway) have their own base URLs: see the README.",
+    "SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+}
+CSRF_FAILURE_VIEW = "web.views.csrf_failure"
 # Request limits per client, counted in the shared cache (below) by every web worker alike (ao/limits.py):
 # "N/unit" with unit s, min, hour or day, or a multiple ("10/15min"). Over a limit: 429 with Retry-After and a
 # message saying when to come back. The per-account rules after these (faucet drips, petitions per hour, the

@@ -10,8 +10,10 @@ WIDTH, HEIGHT = 640, 260
 # Room for the axis labels, in SVG user units.
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 56, 16, 16, 36
 BAR_WIDTH = 4
-# A single instant still needs a visible time span.
-MIN_SPAN_S = 60.0
+# The time axis runs a little before the first grant and after the last, so that one grant, or a few close
+# together, shows as a step in the middle with two different times under the axis, not a line along the edge.
+PAD_FRACTION = 0.08
+MIN_PAD_S = 1800.0
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,16 @@ class Chart:
 
 
 def supply_chart(series: Sequence[tuple[dt.datetime, int]], *, width: int = WIDTH, height: int = HEIGHT) -> Chart:
-    """A step line of cumulative grants and a bar per grant (bars on their own scale), over the grants' time span."""
+    """A step line of cumulative grants and a bar per grant (bars on their own scale), over the grants' time span
+    padded on both sides (`start` and `end` are the axis's ends)."""
     left, right = MARGIN_LEFT, width - MARGIN_RIGHT
     top, bottom = MARGIN_TOP, height - MARGIN_BOTTOM
     if not series:
         return Chart(width, height, left, right, top, bottom, "", (), 0, 0, None, None)
-    start, end = series[0][0], series[-1][0]
-    span = max((end - start).total_seconds(), MIN_SPAN_S)
+    first, last = series[0][0], series[-1][0]
+    pad = dt.timedelta(seconds=max((last - first).total_seconds() * PAD_FRACTION, MIN_PAD_S))
+    start, end = first - pad, last + pad
+    span = (end - start).total_seconds()
     total = sum(amount for _, amount in series)
     largest = max(amount for _, amount in series)
     plot_w, plot_h = right - left, bottom - top

@@ -67,6 +67,12 @@ def _limit(request: HttpRequest, name: str, what: str) -> None:
     limits.hit(name, limits.client_ip(request), limits.configured(name), what=what)
 
 
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """The site's page for a form refused by CSRF protection (settings.CSRF_FAILURE_VIEW): 403, what to do."""
+    hint = "this browser did not send the site's cookie" if "cookie" in reason.lower() else ""
+    return render(request, "403_csrf.html", {"reason_hint": hint}, status=403)
+
+
 def login_locked_out(request: HttpRequest, response: HttpResponse | None = None,
                      credentials: dict[str, Any] | None = None) -> HttpResponse:
     """django-axes' answer to a locked-out login (site, admin, password checks): 429, when to try again."""

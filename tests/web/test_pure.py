@@ -48,3 +48,14 @@ def test_the_chart_steps_up_with_each_grant() -> None:
     assert ys == sorted(ys, reverse=True)  # never goes down
     assert chart.bars[1].height == chart.plot_bottom - chart.plot_top  # the largest grant is full height
     assert charts.supply_chart([]).empty
+
+
+def test_one_grant_is_a_step_inside_the_chart_between_two_different_times() -> None:
+    at = dt.datetime(2025, 1, 1, 12, tzinfo=dt.UTC)
+    chart = charts.supply_chart([(at, 5)])
+    assert chart.start < at < chart.end and chart.start.strftime("%H:%M") != chart.end.strftime("%H:%M")
+    points = [tuple(map(float, p.split(","))) for p in chart.line.split()]
+    (x0, y0), (x_step, y_low), (_, y_high), (x_end, _) = points
+    assert chart.plot_left == x0 < x_step < x_end == chart.plot_right  # the step is inside, not at the edge
+    assert y0 == y_low == chart.plot_bottom and y_high == chart.plot_top
+    assert chart.plot_left < chart.bars[0].x < chart.plot_right
