@@ -1,4 +1,5 @@
-"""`manage.py fed bootstrap [--model-tx TX] [--tag K=V]`: spawn the Llama Fed (and wAR, LLAMA if missing)."""
+"""`manage.py fed bootstrap [--model-tx TX] [--tag K=V]`: spawn the Llama Fed (and wAR, LLAMA if missing);
+`manage.py fed id`: print the running Fed's process id (for `manage.py ao verify "$(manage.py fed id)"`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ao.errors import AoError
 from ao.extensions.default_model import DefaultModelError
 from policy import services
+from policy.models import Fed
 
 
 def _tag(text: str) -> tuple[str, str]:
@@ -21,7 +23,8 @@ def _tag(text: str) -> tuple[str, str]:
 class Command(BaseCommand):
     """Fed administration."""
 
-    help = "The Llama Fed: `bootstrap` builds its module, spawns it, attests its model, lets it grant LLAMA."
+    help = ("The Llama Fed: `bootstrap` builds its module, spawns it, attests its model, lets it grant LLAMA; "
+            "`id` prints its process id.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
@@ -30,8 +33,15 @@ class Command(BaseCommand):
                           help="transaction id of the GGUF the governors run (default: the default model)")
         boot.add_argument("--tag", action="append", default=[], metavar="NAME=VALUE",
                           help="a spawn parameter for a new Fed (Schedule, Epoch-Budget, Governors, ...)")
+        sub.add_parser("id", help="print the running Fed's process id")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["action"] == "id":
+            fed = Fed.objects.order_by("id").first()  # the one the site shows (web.selectors.fed_process_id)
+            if fed is None:
+                raise CommandError("no Fed on this node yet: run `manage.py fed bootstrap` (scripts/run does)")
+            self.stdout.write(fed.process_id)
+            return
         overrides = dict(_tag(t) for t in options["tag"])
         self.stderr.write("building the modules (componentize-py; cached) and spawning the Fed")
         try:
