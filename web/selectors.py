@@ -500,11 +500,11 @@ def _timeline(s: PetitionStatus) -> list[Step]:
     if amount > 0:
         detail = f"Granted {format_amount(amount, s.denomination)} LLAMA (grade {p.grade})."
         if s.grant is not None and s.grant.status == Grant.Status.PENDING:
-            detail += " The LLAMA ledger is minting it."
+            detail += " The LLAMA token is minting it."
         elif s.grant is not None and s.grant.status == Grant.Status.GRANTED:
             detail += " Minted; the offering was burned."
         elif s.grant is not None and s.grant.status == Grant.Status.FAILED:
-            detail += f" The LLAMA ledger refused the grant ({s.grant.error}); the offering was refunded."
+            detail += f" The LLAMA token refused the grant ({s.grant.error}); the offering was refunded."
         state = "failed" if s.grant is not None and s.grant.status == Grant.Status.FAILED else "done"
         steps.append(Step("decision", "Granted", state, detail, p.finished_at or p.decided_at, grade=p.grade))
     else:

@@ -228,7 +228,7 @@ def _submit(raw: bytes) -> None:
     try:
         ao_services.mu_submit(raw=raw)
     except AoError as exc:
-        error = WebError(f"the messenger refused the message: {exc}")
+        error = WebError(f"this node refused the message: {exc}")
         error.status = exc.status
         raise error from exc
 
@@ -239,7 +239,7 @@ def faucet_drip(*, user: AbstractBaseUser) -> FaucetDrip:
         raise FaucetDisabled("the faucet is turned off on this site")
     war = selectors.token_process_id(selectors.WAR)
     if war is None:
-        raise NotRunning("the wAR ledger is not running yet; try again once the node is bootstrapped")
+        raise NotRunning("wAR is not running on this node yet; try again once the node is bootstrapped")
     row = _custodial(user)
     amount = settings.FAUCET_AMOUNT
     item = dataitem.create_data_item(

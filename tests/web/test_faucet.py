@@ -61,7 +61,7 @@ def test_a_disabled_faucet_refuses(make_user: Callable[[str], AbstractBaseUser],
 
 def test_the_faucet_needs_the_war_ledger(make_user: Callable[[str], AbstractBaseUser]) -> None:
     alice = make_user("alice")
-    with pytest.raises(NotRunning, match="wAR ledger is not running"):
+    with pytest.raises(NotRunning, match="wAR is not running on this node"):
         services.faucet_drip(user=alice)
     assert not FaucetDrip.objects.exists()
 
