@@ -89,19 +89,19 @@ class ChunkCache:
         """Verify and cache every chunk overlapping [start, end) not verified yet."""
         first = _chunk_index(cached.bounds, start)
         last = _chunk_index(cached.bounds, end - 1)
-        missing = [i for i in range(first, last + 1) if not cached.verified[i]]
-        if not missing:
+        if all(cached.verified[first:last + 1]):
             return
+        # Read ahead: a read that must go to the store takes the next READAHEAD bytes along, so a sequential
+        # reader (a model being loaded) costs one store call and one parallel verification per window.
+        last = max(last, _chunk_index(cached.bounds, min(cached.size, start + READAHEAD) - 1))
         with _lock_for(tx_id):
+            missing = [i for i in range(first, last + 1) if not cached.verified[i]]
             for lo_index, hi_index in _runs(missing):
                 lo, hi = cached.bounds[lo_index][0], cached.bounds[hi_index][1]
                 try:
-                    body = self.store.read(tx_id, lo, hi)  # every chunk's Merkle proof is checked
+                    self.store.read_into(tx_id, lo, hi, cached.fd)  # every chunk's Merkle proof is checked
                 except ChunkVerificationError as exc:
                     raise HostUnavailable(f"this node's copy of {tx_id} fails its proof against data_root: {exc}") from exc
-                if len(body) != hi - lo:
-                    raise HostUnavailable(f"transaction {tx_id}: chunks {lo_index}-{hi_index} came back short")
-                os.pwrite(cached.fd, body, lo)
                 for index in range(lo_index, hi_index + 1):
                     cached.verified[index] = 1
 
@@ -121,7 +121,8 @@ class ChunkCache:
         return self.root / f"{tx_id}.data"
 
 
-LOCAL_FILE_STEP = 16 * merkle.MAX_CHUNK_SIZE
+LOCAL_FILE_STEP = 64 * merkle.MAX_CHUNK_SIZE
+READAHEAD = 32 * merkle.MAX_CHUNK_SIZE  # 8 MiB
 
 
 def _chunk_index(bounds: list[tuple[int, int]], offset: int) -> int:

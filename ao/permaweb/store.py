@@ -8,6 +8,7 @@ API; ``ao.permaweb.gateway``). Callers depend on this interface only.
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -86,6 +87,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def read(self, tx_or_item_id: str, start: int = 0, end: int | None = None) -> bytes:
         """Bytes [start, end) of the data; L1 chunks are verified against data_root before use."""
+
+    def read_into(self, tx_or_item_id: str, start: int, end: int, fd: int) -> None:
+        """Write bytes [start, end) of the data, verified as `read` verifies them, to file descriptor ``fd`` at the
+        same offsets. Backends that can verify chunks in parallel, straight into the file, override this."""
+        body = self.read(tx_or_item_id, start, end)
+        if len(body) != end - start:
+            raise StoreError(f"{tx_or_item_id}: bytes {start}-{end} came back short ({len(body)} bytes)")
+        os.pwrite(fd, body, start)
 
     @abc.abstractmethod
     def query(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 
 import pytest
@@ -81,6 +82,36 @@ def test_a_flipped_byte_on_disk_is_refused_on_read(rsa_wallet: Wallet, node_keys
     assert store.read(tx_id, 0, 1000) == data[:1000]  # chunk 0 is intact
     with pytest.raises(ChunkVerificationError, match="chunk 1 .* does not match its proof"):
         store.read(tx_id, 300 * KIB, 300 * KIB + 10)
+
+
+def test_chunks_verified_in_parallel_into_a_file_and_a_bad_one_never_written(
+        rsa_wallet: Wallet, node_keys: None, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from ao.effects import embedded_store as module
+
+    chunk = merkle.MAX_CHUNK_SIZE
+    data = _data(9 * chunk + 123, 5)  # more chunks than verification threads
+    store = embedded_store()
+    tx_id = store.put_transaction(_signed(rsa_wallet, data), data)
+    target = tmp_path / "copy"
+    fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.ftruncate(fd, len(data))
+        store.read_into(tx_id, 0, len(data), fd)
+        assert target.read_bytes() == data and module.VERIFY_THREADS >= 1
+        entry = models.Entry.objects.get(id=tx_id)
+        path = store.blob_dir / entry.blob
+        rotten = bytearray(data)
+        rotten[4 * chunk + 17] ^= 0x10  # chunk 4 rots on disk
+        path.write_bytes(bytes(rotten))
+        os.ftruncate(fd, 0)
+        os.ftruncate(fd, len(data))
+        with pytest.raises(ChunkVerificationError, match="chunk 4 does not match its proof"):
+            store.read_into(tx_id, 0, len(data), fd)
+        copy = target.read_bytes()
+        assert copy[4 * chunk:5 * chunk] == bytes(chunk)  # nothing of the bad chunk was written
+        assert copy[:4 * chunk] == data[:4 * chunk] and copy[5 * chunk:] == data[5 * chunk:]
+    finally:
+        os.close(fd)
 
 
 def test_bad_signature_is_refused_and_nothing_is_kept(rsa_wallet: Wallet, node_keys: None) -> None:

@@ -183,6 +183,7 @@ def test_a_store_outage_is_retried_not_recorded(alice: Ed25519Key, probe_module:
         raise StoreUnavailable("connection refused")
 
     monkeypatch.setattr(store, "read", unreachable)
+    monkeypatch.setattr(store, "read_into", unreachable)  # what the chunk cache calls
     mid = send(alice, pid, "Weave-Read", Path=f"/data/{tx_id}", Offset="5", Length="7")
     with pytest.raises(HostUnavailable, match="connection refused"):
         batch.evaluate_pending(process_id=pid)

@@ -141,6 +141,11 @@ def _newcomer_and_auditor(browser: Any, base: str) -> str:
     expect(page.get_by_label("Your petition")).to_have_count(0)
     shoot(page, "petition-form-cooldown")
 
+    # Linking an address one controls: the page shows the challenge to sign.
+    page.goto(f"{base}/account/link/")
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    shoot(page, "link-address")
+
     # A member who is not staff is refused the audit; unknown pages are the site's own.
     assert page.goto(f"{base}/audit/petitions/{petition_id}/").status == 403
     assert page.goto(f"{base}/no/such/page/").status == 404
@@ -154,7 +159,12 @@ def _newcomer_and_auditor(browser: Any, base: str) -> str:
     # Staff reach the audit from the navigation, open the decision's trace and replay the Fed's log: the
     # progress and the result appear without a reload.
     admin, page, admin_dialogs = session(browser)
+    page.goto(f"{base}/login/")
+    shoot(page, "login")
     log_in(page, base, "auditor")
+    page.get_by_role("link", name="My account").click()
+    expect(page.locator("#wallet-title ~ p")).to_contain_text("staff account")
+    shoot(page, "account-staff")
     nav = page.get_by_role("navigation", name="Main")
     expect(nav.get_by_role("link", name="Petition", exact=True)).to_have_count(0)  # no wallet: no petitioner links
     nav.get_by_role("link", name="Audit").click()
