@@ -167,15 +167,18 @@ def verify_request(*, user: Any, process_id: str) -> VerifyRun:
 
 
 def verify_run(*, run_id: int) -> VerifyRun:
-    """Replay the process of a queued run and record the outcome, with progress as it goes; a run another worker
-    claimed, or a finished one, is left as it is."""
+    """Replay the process of a queued (or interrupted) run and record the outcome, with progress as it goes; a
+    finished run is left as it is."""
     from ao import verify
     from ao.errors import AoError
 
     run = VerifyRun.objects.get(id=run_id)
     evaluated = ao_models.Evaluation.objects.filter(process_id=run.process_id).values_list("next_nonce", flat=True)
-    claimed = VerifyRun.objects.filter(id=run_id, status=VerifyRun.Status.QUEUED).update(
-        status=VerifyRun.Status.RUNNING, total=evaluated.first() or 0)
+    # A run left "replaying" by a killed worker is taken again when its task is delivered again; a replay only reads,
+    # so two deliveries running at once would write the same outcome.
+    claimed = VerifyRun.objects.filter(
+        id=run_id, status__in=(VerifyRun.Status.QUEUED, VerifyRun.Status.RUNNING)
+    ).update(status=VerifyRun.Status.RUNNING, total=evaluated.first() or 0)
     run.refresh_from_db()
     if not claimed:
         return run

@@ -123,4 +123,9 @@ def test_verify_task_run_twice_records_once(decided: tuple[str, str], django_use
     first = VerifyRun.objects.get(id=run.id).finished_at
     assert tasks.verify_run.apply(args=(run.id,)).get() == "match"
     assert VerifyRun.objects.get(id=run.id).finished_at == first
+    # A worker killed mid-replay leaves its run "replaying"; the task, delivered again (acks_late), runs it to the end.
+    interrupted = VerifyRun.objects.create(process_id=fed, status=VerifyRun.Status.RUNNING, checked=2, total=9)
+    assert tasks.verify_run.apply(args=(interrupted.id,)).get() == "match"
+    interrupted.refresh_from_db()
+    assert interrupted.finished_at is not None and interrupted.checked == interrupted.total > 2
     assert audit is not None and Path is not None
