@@ -119,13 +119,15 @@ def account(request: HttpRequest) -> HttpResponse:
     wallet = selectors.wallet_of(request.user)
     requests = selectors.requests_of(request.user)
     statuses = {r.message_id: selectors.petition_status(r.message_id) for r in requests}
+    refill = selectors.faucet_refill_at(request.user)
     return render(request, "web/account.html", {
         **_balances_context(request.user, wallet),
         "linked": [(a, selectors.balances(a)) for a in selectors.addresses_of(request.user)[1 if wallet else 0:]],
         "faucet_enabled": settings.FAUCET_ENABLED,
         "faucet_amount": settings.FAUCET_AMOUNT,
         "faucet_left": selectors.faucet_drips_left(request.user),
-        "faucet_refill_at": selectors.faucet_refill_at(request.user),
+        "faucet_refill_at": refill,
+        "faucet_refill_in": None if refill is None else (refill - timezone.now()).total_seconds(),
         "requests": [(r, statuses[r.message_id]) for r in requests],
     })
 

@@ -61,7 +61,7 @@ def test_the_balance_refreshes_by_itself_after_the_faucet(make_user: Callable[[s
     client.post(reverse("web:faucet"))
     page = client.get(reverse("web:account")).content.decode()
     assert f'hx-get="{reverse("web:account-balances")}"' in page and "Demo wAR is on its way" in page
-    assert "the next one comes back" in page and "(in 23" in page  # when the used drip refills
+    assert "the next one comes back" in page and "(in 24 h)" in page  # when the used drip refills (rounded up)
     pending = client.get(reverse("web:account-balances"), HTTP_HX_REQUEST="true")
     assert pending.status_code == 200 and "hx-trigger" in pending.content.decode()
     settle()
