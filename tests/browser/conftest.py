@@ -97,6 +97,9 @@ def shoot(page: Any, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for width, size in VIEWPORTS.items():
         page.set_viewport_size(size)
+        # The page fits the screen's width: nothing to scroll sideways (wide tables scroll inside their box).
+        scroll_width = page.evaluate("document.documentElement.scrollWidth")
+        assert scroll_width <= size["width"], f"{name} is {scroll_width} px wide at {width} width {size['width']}"
         page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"), full_page=True)
     page.set_viewport_size(VIEWPORTS["desktop"])
 
