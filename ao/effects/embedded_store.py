@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Q
+from django.db.models import Max, Q, QuerySet
 
 from ao import models
 from ao.effects import bulk
@@ -240,7 +240,7 @@ class EmbeddedStore(Store):
             return self.get_item(tx_or_item_id).data[start:end]
         if start == end:
             return b""
-        chunks = models.Chunk.objects.filter(entry=entry, end__gt=start, start__lt=end).order_by("index")
+        chunks = _chunks_over(entry, start, end).order_by("index")
         root = b64url_decode(entry.data_root)
         out = bytearray()
         with open(self.blob_dir / entry.blob, "rb") as fh:
@@ -267,8 +267,7 @@ class EmbeddedStore(Store):
             super().read_into(tx_or_item_id, start, end, fd)
             return
         start, end = _clamp_range(start, end, entry.data_size)
-        rows = list(models.Chunk.objects.filter(entry=entry, end__gt=start, start__lt=end).order_by("index")
-                    .values_list("index", "start", "end", "data_path"))
+        rows = list(_chunks_over(entry, start, end).order_by("index").values_list("index", "start", "end", "data_path"))
         root, size = b64url_decode(entry.data_root), entry.data_size
         blob = os.open(self.blob_dir / entry.blob, os.O_RDONLY)
 
@@ -291,7 +290,8 @@ class EmbeddedStore(Store):
 
     def chunk_at(self, tx_id: str, offset: int) -> models.Chunk:
         """The chunk of an L1 transaction that holds relative byte offset."""
-        chunk = models.Chunk.objects.filter(entry__id=tx_id, start__lte=offset, end__gt=offset).first()
+        entry = models.Entry.objects.filter(id=tx_id).only("id").first()
+        chunk = _chunks_over(entry, offset, offset + 1).first() if entry is not None else None
         if chunk is None:
             raise NotFound(f"transaction {tx_id} has no chunk at offset {offset}")
         return chunk
@@ -385,6 +385,15 @@ class _Tee:
         return data
 
 
+def _chunks_over(entry: models.Entry, start: int, end: int) -> QuerySet[models.Chunk]:
+    """The chunks overlapping [start, end), found through the (entry, index) index: every chunk but the last two is
+    MAX_CHUNK_SIZE, so the chunk holding offset o has index o // MAX_CHUNK_SIZE or the next one (a range on
+    start/end alone would scan every chunk of the entry, once per read)."""
+    size = merkle.MAX_CHUNK_SIZE
+    return models.Chunk.objects.filter(entry=entry, index__gte=start // size, index__lte=max(end - 1, 0) // size + 1,
+                                       end__gt=start, start__lt=end)
+
+
 def _clamp_range(start: int, end: int | None, size: int) -> tuple[int, int]:
     """Validate a byte range against a size; end=None means to the end."""
     if end is None:
@@ -400,7 +409,7 @@ def chunk_by_weave_offset(offset: int) -> tuple[models.Entry, models.Chunk]:
     if entry is None or entry.weave_offset - entry.data_size + 1 > offset:
         raise NotFound(f"no chunk at weave offset {offset}")
     relative = offset - (entry.weave_offset - entry.data_size + 1)
-    chunk = models.Chunk.objects.filter(entry=entry, start__lte=relative, end__gt=relative).first()
+    chunk = _chunks_over(entry, relative, relative + 1).first()
     if chunk is None:  # pragma: no cover - chunks cover the whole data by construction
         raise NotFound(f"no chunk at weave offset {offset}")
     return entry, chunk

@@ -122,7 +122,7 @@ class ChunkCache:
 
 
 LOCAL_FILE_STEP = 64 * merkle.MAX_CHUNK_SIZE
-READAHEAD = 32 * merkle.MAX_CHUNK_SIZE  # 8 MiB
+READAHEAD = 128 * merkle.MAX_CHUNK_SIZE  # 32 MiB
 
 
 def _chunk_index(bounds: list[tuple[int, int]], offset: int) -> int:
