@@ -64,6 +64,9 @@ def main() -> None:
     # One load client from one address: the per-client limits would stop it (bench/load.py measures the limits).
     for name in ("LIMIT_PETITIONS_PER_CLIENT", "LIMIT_INTAKE_PER_IP", "LIMIT_INTAKE_PER_SIGNER"):
         os.environ[name] = "100000000/hour"
+    # Thousands of petitions queue for the Fed here: its queue bound (FED_MAX_WAIT_S) would refuse them all (503),
+    # which measures the refusal, not the submission.
+    os.environ["FED_MAX_WAIT_S"] = str(10**9)
     _setup.django_ready(broker=BROKER)
     _flush_broker()
 
@@ -108,6 +111,11 @@ def _flush_broker() -> None:
     redis.Redis.from_url(BROKER).flushdb()
 
 
+def _petitions() -> list[dict[str, str]]:
+    """The judge bench's labelled petitions (bench/judge/petitions.json: {"petitions": [{id, kind, want, text}]})."""
+    return json.loads(PETITION_FILE.read_text())["petitions"]
+
+
 def _message(signer: Any, target: str, action: str, tags: list[tuple[str, str]]) -> bytes:
     from ao.permaweb import dataitem
     from ao.units import su
@@ -138,7 +146,7 @@ def _build(*, petitioners: int, baseline: int) -> dict[str, Any]:
     for start in range(0, len(mints), 500):
         services.su_schedule_batch(raws=mints[start:start + 500])
     batch.evaluate_pending(process_id=war)
-    texts = [p["text"] for p in json.loads(PETITION_FILE.read_text()) if p["kind"] in ("sincere", "useful-work")]
+    texts = [p["text"] for p in _petitions() if p["kind"] in ("sincere", "useful-work")]
     petitions = [_message(u, war, "Transfer", [("Recipient", fed.process_id), ("Quantity", str(offering)),
                                               ("X-Petition", texts[i % len(texts)]), ("X-Sender-Name", f"bench{i}")])
                  for i, u in enumerate(users)]
@@ -263,7 +271,7 @@ def _raw_seconds_per_decision(model_tx: str) -> float:
     # llama-cpp-python's own cache: the state after each prompt is saved, and a later prompt restores the longest
     # cached prefix of its tokens (each governor's system prompt and examples) instead of evaluating it again.
     llama.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=4 << 30))
-    texts = [p["text"] for p in json.loads(PETITION_FILE.read_text())][:RAW_PETITIONS + 1]
+    texts = [p["text"] for p in _petitions() if p["kind"] in ("sincere", "useful-work")][:RAW_PETITIONS + 1]
     seconds = []
     for text in texts:
         start = time.perf_counter()
@@ -285,7 +293,9 @@ def _paced(url: str, items: list[bytes], args: argparse.Namespace) -> dict[str, 
     period_ms = args.connections * 1000 / args.rate
     calibration = int(args.rate * CALIBRATE_S * 1.3) + args.connections
     first = _wrk(url, items[:calibration], CALIBRATE_S, args.connections, delay_ms=period_ms)
-    delay_ms = max(0.0, period_ms - first["mean_us"] / 1000)
+    # The median, not the mean: the calibration's first requests meet cold workers, and a mean inflated by them
+    # would set too short a delay and overshoot the rate (the baseline then ran out of items).
+    delay_ms = max(0.0, period_ms - first["p50_us"] / 1000)
     result = _wrk(url, items[calibration:], args.seconds, args.connections, delay_ms=delay_ms)
     result["achieved_rate"] = round(result["requests"] / result["seconds"], 1)
     result["delay_ms"] = round(delay_ms, 1)

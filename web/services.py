@@ -223,10 +223,11 @@ def _message_tags(action: str, extra: list[tuple[str, str]]) -> list[tuple[str, 
             *extra]
 
 
-def _submit(raw: bytes) -> None:
-    """Hand a signed item to this node's messenger; its refusals become the site's errors."""
+def _submit(item: dataitem.DataItem) -> None:
+    """Hand a signed item (verified, or signed here) to this node's messenger; its refusals become the site's
+    errors."""
     try:
-        ao_services.mu_submit(raw=raw)
+        ao_services.mu_submit_verified(item=item)
     except AoError as exc:
         error = WebError(f"this node refused the message: {exc}")
         error.status = exc.status
@@ -261,7 +262,7 @@ def faucet_drip(*, user: AbstractBaseUser) -> FaucetDrip:
                 f"{limits.describe_seconds(wait)}",
                 retry_after=wait,
             )
-        _submit(item.serialize())
+        _submit(item)
         drip = FaucetDrip.objects.create(user=user, address=row.address, amount=amount, message_id=item.id)
     log.info("faucet: %s wAR to %s (%s)", format_amount(amount), row.address, item.id)
     return drip
@@ -354,7 +355,7 @@ def petition_submit(
     with transaction.atomic():
         CustodialWallet.objects.select_for_update().filter(pk=row.pk).first()  # one submission at a time per account
         _check_petition_limits(user=user, petitioner=row.address, params=params)
-        _submit(item.serialize())
+        _submit(item)
         request = PetitionRequest.objects.create(
             message_id=item.id, user=user, petitioner=row.address, sender_name=sender_name, text=text,
             offering=params.offering, source=source,
@@ -395,7 +396,7 @@ def petition_submit_signed(*, raw: bytes) -> PetitionRequest:
         )
     with transaction.atomic():
         _check_petition_limits(user=user, petitioner=petitioner, params=params)
-        _submit(bytes(raw))
+        _submit(item)
         request = PetitionRequest.objects.create(
             message_id=item.id, user=user, petitioner=petitioner, sender_name=sender_name, text=text,
             offering=params.offering, source=PetitionRequest.Source.SIGNED,
