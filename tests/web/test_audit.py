@@ -27,6 +27,12 @@ def decided(tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]
     return fed.process_id, pid
 
 
+@pytest.fixture
+def auditor(django_user_model):  # type: ignore[no-untyped-def]
+    """A staff account without a wallet, as createsuperuser makes one."""
+    return django_user_model.objects.create_user("auditor", password="pw-long-enough-1", is_staff=True)
+
+
 def test_audit_is_for_staff_only(client: Client, django_user_model, decided: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]
     _, pid = decided
     urls = [f"/audit/petitions/{pid}/", "/audit/verify/", "/audit/", "/audit/verify/runs/"]
@@ -43,11 +49,10 @@ def test_audit_is_for_staff_only(client: Client, django_user_model, decided: tup
 
 
 def test_staff_sees_the_trace_and_verifies_the_log(  # type: ignore[no-untyped-def]
-    client: Client, django_user_model, decided: tuple[str, str], django_capture_on_commit_callbacks
+    client: Client, auditor, decided: tuple[str, str], django_capture_on_commit_callbacks
 ) -> None:
     fed, pid = decided
-    django_user_model.objects.create_user("auditor", password="pw-long-enough-1", is_staff=True)
-    client.force_login(django_user_model.objects.get(username="auditor"))
+    client.force_login(auditor)
     page = client.get(f"/audit/petitions/{pid}/").content.decode()
     for step in ("Credit-Notice", "Deliberate", "Model call", "Reply", "State hash after", "Grant"):
         assert step in page
@@ -71,11 +76,10 @@ def test_staff_sees_the_trace_and_verifies_the_log(  # type: ignore[no-untyped-d
 
 
 def test_verify_from_the_page_shows_progress_then_the_result_without_a_reload(  # type: ignore[no-untyped-def]
-    client: Client, django_user_model, decided: tuple[str, str], django_capture_on_commit_callbacks
+    client: Client, auditor, decided: tuple[str, str], django_capture_on_commit_callbacks
 ) -> None:
     fed, pid = decided
-    django_user_model.objects.create_user("auditor", password="pw-long-enough-1", is_staff=True)
-    client.force_login(django_user_model.objects.get(username="auditor"))
+    client.force_login(auditor)
     # htmx posts the form: the answer is the runs region, polling while the run is queued.
     response = client.post("/audit/verify/", {"petition_id": pid}, HTTP_HX_REQUEST="true")
     assert response.status_code == 200 and 'id="verify-runs"' in response.content.decode()
@@ -95,11 +99,10 @@ def test_verify_from_the_page_shows_progress_then_the_result_without_a_reload(  
 
 
 def test_staff_reach_the_audit_from_the_navigation_and_filter_it(  # type: ignore[no-untyped-def]
-    client: Client, django_user_model, decided: tuple[str, str]
+    client: Client, auditor, decided: tuple[str, str]
 ) -> None:
     _, pid = decided
-    django_user_model.objects.create_user("auditor", password="pw-long-enough-1", is_staff=True)
-    client.force_login(django_user_model.objects.get(username="auditor"))
+    client.force_login(auditor)
     home = client.get("/").content.decode()
     assert 'href="/audit/"' in home
     assert 'href="/petitions/new/"' not in home  # a staff account without a wallet gets no petitioner links
