@@ -239,3 +239,32 @@ class Checkpoint(models.Model):
     class Meta:
         ordering = ["process", "-nonce"]
         constraints = [models.UniqueConstraint(fields=["process", "nonce"], name="checkpoint_nonce_unique")]
+
+
+class Completion(models.Model):
+    """An LLM completion computed ahead of the message that will ask for it (``ao.extensions.llm_ahead``).
+
+    Not a fact of the log: a cache of work. Keyed by what determines the output (the request, the model's
+    sha256, the engine fingerprint and context shape), so an evaluation that asks for the same request gets
+    the very answer it would have computed; replay (``ao.verify``) never reads it and computes again.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "waiting for a worker"
+        CLAIMED = "claimed", "a worker computes it"
+        DONE = "done", "computed"
+
+    key = models.CharField(max_length=64, primary_key=True)
+    process_id = models.CharField(max_length=43, help_text="the process whose message asked for it ahead")
+    nonce = models.BigIntegerField(help_text="the message that asked for it ahead")
+    model_id = models.CharField(max_length=43)
+    model_sha256 = models.CharField(max_length=64)
+    request = models.JSONField(help_text="prefix, parts, grammar, max_tokens")
+    state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING)
+    claimed_by = models.CharField(max_length=64, blank=True)
+    claimed_until = models.DateTimeField(null=True)
+    output = models.JSONField(null=True, help_text="the completion, once computed")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "created_at"], name="completion_state_age")]

@@ -14,6 +14,7 @@ from celery.signals import worker_ready
 
 from ao import dispatch
 from ao.compute import batch, pushes, reads, sweep
+from ao.extensions import llm_ahead, llm_host
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,12 @@ def deliver_pushes(process_id: str | None = None) -> int:
     if report.more and process_id is not None:
         dispatch.request_delivery(process_id)
     return report.delivered + report.stored
+
+
+@shared_task(name=llm_ahead.TASK, **IDEMPOTENT)
+def complete_ahead(key: str) -> bool:
+    """Compute a completion a committed message hinted at, unless another worker has it (it is work, not history)."""
+    return llm_ahead.compute(key, llm_host.engine_for_model)
 
 
 @shared_task(name=reads.DRY_RUN_TASK)

@@ -7,7 +7,9 @@
 (iii) the canonical engine (the installed build: x86-64-v3, no native tuning, no runtime dispatch) vs llama.cpp
      built natively for this CPU (pip's default build, installed from pip's cache into var/bench/llama-native, run
      in a child process), on the same completion; goal <= 1.2x; the tokens and logits hashes are printed;
-(iv) with --decision: one Fed decision on the model, evaluated live (the three governors) vs replay-verified.
+(iv) with --decision: one Fed decision on the model, evaluated live (the three governors) vs replay-verified;
+(v)  a completion through the extension as the compute unit calls it (a message scheduled, evaluated with
+     llm.complete inside wasm, committed) vs raw llama-cpp-python's create_completion with its prefix cache on.
 
     .venv/bin/python bench/llm.py                        # writes and uses the tiny test GGUF
     .venv/bin/python bench/llm.py model.gguf             # a real model (one thread)
@@ -151,12 +153,25 @@ def canonical_vs_native(path: Path, repeats: int) -> dict[str, object]:
             "same_logits": ours["logits_sha256"] == native["logits_sha256"]}
 
 
+_uploaded: dict[Path, str] = {}
+
+
+def node_model(path: Path) -> str:
+    """A node (fresh database and data dir) holding the model as an L1 transaction, made once per run."""
+    if path not in _uploaded:
+        from _setup import django_ready
+
+        django_ready()
+        from ao import weave
+
+        _uploaded[path] = weave.weave_upload(path=path, tags=[], name=path.name)
+    return _uploaded[path]
+
+
 def decision_replay(path: Path) -> dict[str, object]:
     """One petition decided by the Fed on this model, evaluated live, then replay-verified from the log."""
-    from _setup import django_ready
-
-    django_ready()
-    from ao import models, verify, weave
+    model = node_model(path)
+    from ao import models, verify
     from ao.effects import keys
     from ao.node import node_settle
     from ledger.models import Token
@@ -165,7 +180,6 @@ def decision_replay(path: Path) -> dict[str, object]:
     from tests.policy.test_fed import OFFERING
     from ao import services
 
-    model = weave.weave_upload(path=path, tags=[], name=path.name)
     fed = fed_services.fed_bootstrap(model_tx=model).process_id
     war = Token.objects.get(ticker="wAR").process_id
     user = factories.user_key()
@@ -191,6 +205,54 @@ def decision_replay(path: Path) -> dict[str, object]:
     return {"fed_messages": cold.checked, "governor_calls": calls,
             "live_s": round(live, 2), "verify_cold_s": round(cold.seconds, 2), "verify_warm_s": round(warm.seconds, 2),
             "ratio_cold": round(cold.seconds / live, 3), "ratio_warm": round(warm.seconds / live, 3)}
+
+
+def extension_vs_raw(path: Path, repeats: int) -> dict[str, object]:
+    """(v) A governor-sized completion as the compute unit makes it vs raw llama-cpp-python at its best.
+
+    Ours: a message to a process (the probe test module) that calls llm.complete from inside wasm: scheduled,
+    evaluated (the WIT call, the model admitted and read through WeaveDrive, the engine pool, the request and its
+    call record) and committed. Raw: `Llama.create_completion` of the same prompt text with the same grammar and
+    llama-cpp-python's own prefix cache (`LlamaRAMCache`) on. Both warm (the model loaded, the prefix cached).
+    """
+    model = node_model(path)
+    from ao import models, modules, services
+    from ao.compute import batch
+    from tests import factories
+    from tests.ao.test_cu import send, spawn
+    from tests.conftest import PROBE_SOURCE
+
+    module = modules.publish_module(modules.build_component(PROBE_SOURCE), name="probe")
+    owner = factories.user_key()
+    pid = spawn(owner, module, [("Extension", "WeaveDrive"), ("Extension", "Llama")])
+    services.su_attest(process_id=pid, tx_id=model)
+    batch.evaluate_pending(process_id=pid)
+    prefix = "<|im_start|>system\n" + SENTENCE * 40 + "<|im_end|>\n"
+    texts = [f"{p} (case {i})" for i in range(repeats + 1) for p in PETITIONS]
+
+    def ours(text: str) -> str:
+        mid = send(owner, pid, "Complete", text, Model=f"/data/{model}", Prefix=prefix, Grammar=GRADE_GRAMMAR,
+                   **{"Max-Tokens": str(GRADE_MAX_TOKENS)})
+        batch.evaluate_pending(process_id=pid)
+        return json.loads(models.Result.objects.get(process_id=pid, message_id=mid).body["Output"])["text"]
+
+    llama = raw_llama(path)
+    llama.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=1 << 30))
+    grammar = llama_cpp.LlamaGrammar.from_string(GRADE_GRAMMAR, verbose=False)
+
+    def raw(text: str) -> str:
+        prompt = prefix + "<|im_start|>user\n" + text + "<|im_end|>\n<|im_start|>assistant\n"
+        return llama.create_completion(prompt, max_tokens=GRADE_MAX_TOKENS, temperature=0.0,
+                                       grammar=grammar)["choices"][0]["text"]
+
+    ours(texts[0]), raw(texts[0])  # warm: the model loaded, the prefix state cached on both sides
+    mine_next, theirs_next = iter(texts[1:]), iter(texts[1:])  # the same texts in the same order on both sides
+    (ours_s, raw_s), (mine, theirs) = interleaved(len(texts) - 1, lambda: ours(next(mine_next)),
+                                                  lambda: raw(next(theirs_next)))
+    llama.close()
+    return {"ours_ms": round(ours_s * 1000, 1), "raw_ms": round(raw_s * 1000, 1), "ratio": round(ours_s / raw_s, 3),
+            "what": "one message with one completion, scheduled, evaluated and committed, vs create_completion",
+            "last_outputs": [mine, theirs]}
 
 
 def main() -> None:
@@ -267,6 +329,7 @@ def main() -> None:
             "identical_outputs": True,
         },
         "canonical_vs_native": canonical_vs_native(path, repeats),
+        "extension_vs_raw": extension_vs_raw(path, repeats),
         **({"decision_replay": decision_replay(path)} if "--decision" in sys.argv else {}),
     }, indent=2))
 

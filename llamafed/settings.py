@@ -303,6 +303,9 @@ AO = {
     "MAX_MESSAGE_BYTES": env_int("AO_MAX_MESSAGE_BYTES", 100 * 1024),
     # llama.cpp threads per worker; outputs do not depend on it (tests check), 1 is robust on 2 cores.
     "LLM_THREADS": env_int("AO_LLM_THREADS", 1),
+    # Completions a process hints at (llm.prefetch: the Fed's governors) are computed ahead by any free worker and
+    # looked up by what determines them; off, each is computed when its message asks. Results are the same.
+    "LLM_AHEAD": env_bool("AO_LLM_AHEAD", True),
     # How long a silent worker keeps a process's evaluation lease (renewed at a third of it while it works), and a
     # delivery claim; how old a queued-task mark must be before the sweeper queues the task again. None of these
     # changes a result: they decide how soon work a killed worker or a broker outage dropped is taken up again.

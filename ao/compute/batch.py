@@ -39,7 +39,7 @@ from ao.effects.core64 import CoreProcess
 from ao.effects.process_state import BatchState, PastState
 from ao.effects.wasm_runtime import ComponentRuntime
 from ao.errors import EvaluationError, HostFault, HostUnavailable, LeaseLost
-from ao.extensions import weavedrive
+from ao.extensions import llm_ahead, llm_host, weavedrive
 from ao.modules import CORE64_FORMAT
 from ao.units import cu
 
@@ -194,7 +194,7 @@ def _component_batch(run: _Run, cursor: models.Evaluation, assignments: list[mod
             if not fresh and run.runtime.warm_position(key) != (nonce, state_hash):
                 _rebuild_window(run, window_start, nonce)
             evaluated = evaluate_message(run.runtime, pctx, state, assignment, state_hash, origins=run.origins,
-                                         instance_key=key, fresh=fresh, admissions=run.admissions)
+                                         instance_key=key, fresh=fresh, admissions=run.admissions, ahead=True)
         except HostFault as exc:
             state.rollback_message()
             run.runtime.forget(key)
@@ -266,6 +266,9 @@ def _commit(run: _Run, start: int, results: list[Evaluated], state_hash: str, wi
             checkpoint.save(force_insert=True)
         if pushes.record(process_id=run.process_id, results=results):
             dispatch.request_delivery(run.process_id)
+        if llm_ahead.enabled():
+            llm_ahead.record(run.process_id, ((r.nonce, r.hints) for r in results if r.hints),
+                             sha256_of=llm_host.model_sha256, pool=llm_host.engine_pool())
         dispatch.announce_results(run.process_id, start, end - 1)
     run.next_nonce = end
 

@@ -52,6 +52,8 @@ class Evaluated:
     undo: dict[str, str | None] | None = None
     host_calls: int = 0  # extension calls (LLM completions) the message made
     origin: str = ""  # the outbox entry a genuine push carries ("process/nonce/index")
+    # completions the message hinted a later one will ask for ((model tx, request), llm.prefetch): not history
+    hints: tuple[tuple[str, Any], ...] = ()
 
 
 def error_body(error: str) -> dict[str, Any]:
@@ -76,7 +78,7 @@ def message_json_for(
 def _outcome(
     assignment: models.Assignment, item: dataitem.DataItem, origin: Origin | None, previous_hash: str, *,
     body: dict[str, Any] | None, error: str | None, gas: int, logs: tuple[str, ...], state: MessageState | None,
-    keep_undo: bool, calls: list[dict[str, Any]] | None = None,
+    keep_undo: bool, calls: list[dict[str, Any]] | None = None, hints: tuple[tuple[str, Any], ...] = (),
 ) -> Evaluated:
     """Validate the outbox, settle the state writes and the hash of one evaluated message."""
     outbox: tuple[mu.OutboxMessage, ...] = ()
@@ -103,7 +105,7 @@ def _outcome(
         nonce=assignment.nonce, message_id=item.id, body=body, error=error or "", gas_used=gas,
         state_hash=cu.next_state_hash(previous_hash, assignment.nonce, writes, body), logs=logs, outbox=outbox,
         pushed_for=mu.pushed_for(item.tags, item.id, origin is not None) if outbox else "", undo=undo,
-        host_calls=len(calls or ()), origin=origin.key if origin is not None else "",
+        host_calls=len(calls or ()), origin=origin.key if origin is not None else "", hints=() if error else hints,
     )
 
 
@@ -119,8 +121,13 @@ def evaluate_message(
     fresh: bool,
     admissions: weavedrive.Admissions | None = None,
     timeout_s: float | None = None,
+    ahead: bool = False,
 ) -> Evaluated:
-    """Evaluate one scheduled message of a component process against `state`."""
+    """Evaluate one scheduled message of a component process against `state`.
+
+    ``ahead``: the compute unit's live evaluation, which shares completions computed ahead (``llm_ahead``) and
+    collects the message's hints; replay and window rebuilds leave it off and compute every completion.
+    """
     timeout_s = timeout_s or MESSAGE_WALL_S
     item, msg_json, origin = message_json_for(pctx, assignment, origins)
     if pctx.invalid:
@@ -135,7 +142,7 @@ def evaluate_message(
             admissions=admissions or weavedrive.Admissions(pctx.process_id), cache=weavedrive.chunk_cache(),
         )
         if pctx.llm:
-            ctx.llm = llm_host.LlmBinding(drive=ctx.weavedrive)
+            ctx.llm = llm_host.LlmBinding(drive=ctx.weavedrive, ahead=ahead)
     component = runtime.component(pctx.module_id, lambda: load_module(pctx.module_id))
     outcome = runtime.call(
         component, msg_json, pctx.env_json, ctx, fuel=pctx.fuel, memory_limit=pctx.memory_limit,
@@ -158,8 +165,9 @@ def evaluate_message(
     elif error is None:
         error = "the module returned no result"
     calls = ctx.llm.calls if ctx.llm is not None else None
+    hints = tuple(ctx.llm.hints) if ctx.llm is not None else ()
     evaluated = _outcome(assignment, item, origin, previous_hash, body=body, error=error, gas=outcome.gas_used,
-                         logs=outcome.logs, state=state, keep_undo=pctx.window > 1, calls=calls)
+                         logs=outcome.logs, state=state, keep_undo=pctx.window > 1, calls=calls, hints=hints)
     if evaluated.error and instance_key is not None:
         runtime.forget(instance_key)  # an Error ends the instance window: the next message starts fresh
     return evaluated

@@ -6,7 +6,9 @@ Run periodically (Celery beat, every ``settings.AO["SWEEP_S"]``) and when a work
   mark is absent or older than the grace (``settings.AO["QUEUE_GRACE_S"]``: the task was lost to a broker
   outage, a worker killed after fetching it, or the filesystem broker, which deletes a task when it is
   fetched), and whose fault backoff is over;
-- delivery of every process with pending pushes that nobody has claimed, older than the grace.
+- delivery of every process with pending pushes that nobody has claimed, older than the grace;
+
+and deletes completions computed ahead (``llm_ahead``) older than an hour.
 
 Asking twice is harmless: tasks are idempotent and the lease lets one worker in.
 """
@@ -21,6 +23,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from ao import dispatch, models
+from ao.extensions import llm_ahead
 
 
 @dataclass(frozen=True)
@@ -58,4 +61,6 @@ def sweep(*, grace_s: float | None = None) -> SweepReport:
     )
     for process_id in deliveries:
         dispatch.request_delivery(process_id, force=True)
+    llm_ahead.sweep()  # completions computed ahead are work, not history: old ones go (a lost task needs no retry:
+    # the message that asks computes the completion itself)
     return SweepReport(tuple(evaluations), tuple(deliveries))

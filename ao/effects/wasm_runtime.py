@@ -303,6 +303,7 @@ class ComponentRuntime:
                 wd.add_func("read", guard(self._wd_read))
             with root.add_instance(ns.format("llm")) as llm:
                 llm.add_func("complete", guard(self._llm_complete))
+                llm.add_func("prefetch", guard(self._llm_prefetch))
             with root.add_instance(f"wasi:random/random@{WASI_VERSION}") as rnd:
                 rnd.add_func("get-random-bytes",
                              guard(lambda _s, n: self._context().random_bytes(min(int(n), 1 << 20))))
@@ -398,6 +399,11 @@ class ComponentRuntime:
         ok, text, fuel = engine.complete(request)
         self._charge(store, fuel)
         return Variant("ok" if ok else "err", text)
+
+    def _llm_prefetch(self, _store: Any, request: Any) -> None:
+        engine = self._context().llm
+        if engine is not None:  # a hint without the extension is no hint: nothing to refuse
+            engine.prefetch(request)
 
     def _no_sleep(self, _store: Any, _when: int) -> None:
         raise HostCallError("processes cannot sleep or wait on clocks")

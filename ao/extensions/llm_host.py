@@ -1,10 +1,11 @@
-"""The LLM extension as the compute unit offers it to processes (WIT import llm.complete).
+"""The LLM extension as the compute unit offers it to processes (WIT imports llm.complete and llm.prefetch).
 
 The model path is a WeaveDrive ``/data/<txid>``: it must be admitted for the process like any
 read, every chunk of it is verified, and the verified local file is what llama.cpp loads, once
 per worker, after its sha256 is checked against the transaction's ``Sha256`` tag. Each call's
 request, model id and sha256, parameters, raw output and token counts go into the message's
-result (``Calls``), so the result, and its replay, carry the whole decision.
+result (``Calls``), so the result, and its replay, carry the whole decision. ``prefetch`` hints at a completion a
+later message will ask for, so that any worker may compute it ahead (``ao.extensions.llm_ahead``).
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
 from ao import models
 from ao.errors import AoError, HostFault, HostUnavailable
-from ao.extensions import llm
+from ao.extensions import llm, llm_ahead, weavedrive
 from ao.extensions.weavedrive import WeaveDrive
+from ao.permaweb.store import StoreError
 from ao.units import weavedrive as wd
 
 EXTENSION = "Llama"
@@ -28,6 +32,7 @@ MAX_PARTS = 64
 MAX_PART_CHARS = 64 * 1024
 MAX_GRAMMAR_CHARS = 16 * 1024
 MAX_TOKENS = 1024
+AHEAD_WAIT_S = 150.0  # how long a message waits for another worker's claim before computing the completion itself
 
 _pool_lock = threading.Lock()
 _pool: llm.EnginePool | None = None
@@ -60,12 +65,67 @@ def _parts(raw: Any, what: str) -> tuple[llm.PromptPart, ...]:
     return tuple(parts)
 
 
+def _request(request: Any) -> tuple[str, llm.CompletionRequest]:
+    """(model path, engine request) of a WIT completion-request, its bounds checked."""
+    model_path = getattr(request, "model")
+    grammar = getattr(request, "grammar")
+    max_tokens = int(getattr(request, "max-tokens"))
+    if not isinstance(model_path, str) or not isinstance(grammar, str) or len(grammar) > MAX_GRAMMAR_CHARS:
+        raise llm.BadRequest(f"model must be a path and grammar at most {MAX_GRAMMAR_CHARS} chars")
+    if not 0 < max_tokens <= MAX_TOKENS:
+        raise llm.BadRequest(f"max-tokens must be 1..{MAX_TOKENS}")
+    return model_path, llm.CompletionRequest(prefix=_parts(request.prefix, "prefix"), parts=_parts(request.parts, "parts"),
+                                             grammar=grammar, max_tokens=max_tokens)
+
+
+def model_sha256(tx_id: str) -> str | None:
+    """The Sha256 tag of a model transaction (what its verified bytes must hash to)."""
+    return models.EntryTag.objects.filter(entry__id=tx_id, name="Sha256").values_list("value", flat=True).first()
+
+
+def _engine(local_file: Callable[[], Path], forget: Callable[[], None], sha256: str) -> llm.LlamaEngine:
+    """This worker's engine for a model's verified local file, loading it (hash checked) if needed."""
+    try:
+        return engine_pool().engine_for(local_file(), sha256)
+    except llm.ModelMismatch:
+        # The local copy may have changed on disk since its chunks were verified: verify every chunk again from
+        # the store. A mismatch that survives is the transaction's own bytes: a fact.
+        forget()
+        return engine_pool().engine_for(local_file(), sha256)
+
+
+def engine_for_model(tx_id: str, sha256: str) -> llm.LlamaEngine:
+    """For work ahead of any message (``llm_ahead``): the engine over the store's verified copy of a model."""
+    cache = weavedrive.chunk_cache()
+    try:
+        return _engine(lambda: cache.local_file(tx_id), lambda: cache.forget(tx_id), sha256)
+    except (StoreError, OSError) as exc:
+        raise HostUnavailable(f"cannot read model {tx_id} from this node's store: {exc}") from exc
+
+
 @dataclass
 class LlmBinding:
-    """The LLM one message sees; records every call for the result."""
+    """The LLM one message sees; records every call for the result, and the hints the compute unit may act on.
+
+    ``ahead``: look completions up among those computed ahead (the compute unit's live evaluation); replay leaves
+    it off and computes everything.
+    """
 
     drive: WeaveDrive
+    ahead: bool = False
     calls: list[dict[str, Any]] = field(default_factory=list)
+    hints: list[tuple[str, llm.CompletionRequest]] = field(default_factory=list)
+
+    def prefetch(self, request: Any) -> None:
+        """A hint: a later message will ask for this completion. No answer, no fuel, no effect on the result."""
+        if not self.ahead or len(self.hints) >= llm_ahead.MAX_HINTS:
+            return
+        try:
+            model_path, req = _request(request)
+            tx_id = self.drive.admitted_data(model_path)
+        except (AoError, HostFault, wd.WeaveDriveError, ValueError, TypeError, AttributeError):
+            return  # a hint that would be refused is no hint; the asking message meets the refusal itself
+        self.hints.append((tx_id, req))
 
     def complete(self, request: Any) -> tuple[bool, str, int]:
         """Run a completion; return (ok, JSON text or error text, fuel to charge).
@@ -76,34 +136,29 @@ class LlmBinding:
         HostFault, so the message is retried rather than recorded.
         """
         try:
-            model_path = getattr(request, "model")
-            grammar = getattr(request, "grammar")
-            max_tokens = int(getattr(request, "max-tokens"))
-            if not isinstance(model_path, str) or not isinstance(grammar, str) or len(grammar) > MAX_GRAMMAR_CHARS:
-                raise llm.BadRequest(f"model must be a path and grammar at most {MAX_GRAMMAR_CHARS} chars")
-            if not 0 < max_tokens <= MAX_TOKENS:
-                raise llm.BadRequest(f"max-tokens must be 1..{MAX_TOKENS}")
-            prefix, parts = _parts(request.prefix, "prefix"), _parts(request.parts, "parts")
-            tx_id, local = self.drive.local_file(model_path)
-            sha = models.EntryTag.objects.filter(entry__id=tx_id, name="Sha256").values_list("value", flat=True).first()
+            model_path, req = _request(request)
+            tx_id, _ = self.drive.local_file(model_path)
+            sha = model_sha256(tx_id)
             if not sha:
                 raise llm.ModelMismatch(f"model transaction {tx_id} has no Sha256 tag to check the weights against")
-            try:
-                engine = engine_pool().engine_for(local, sha)
-            except llm.ModelMismatch:
-                # The local copy may have changed on disk since its chunks were verified: verify every chunk
-                # again from the store. A mismatch that survives is the transaction's own bytes: a fact.
-                self.drive.cache.forget(tx_id)
-                tx_id, local = self.drive.local_file(model_path)
-                engine = engine_pool().engine_for(local, sha)
-            done = engine.complete(llm.CompletionRequest(prefix=prefix, parts=parts, grammar=grammar,
-                                                         max_tokens=max_tokens))
+
+            def here() -> llm.Completion:
+                engine = _engine(lambda: self.drive.local_file(model_path)[1],
+                                 lambda: self.drive.cache.forget(tx_id), sha)
+                return engine.complete(req)
+
+            if self.ahead and llm_ahead.enabled():
+                key = llm_ahead.key_for(sha, req, engine_pool())
+                done = llm_ahead.obtain(key, here, engine_for_model, wait_s=AHEAD_WAIT_S)
+            else:
+                done = here()
         except MemoryError as exc:
             raise HostUnavailable(f"out of host memory during a completion: {exc}") from exc
         except HostFault:
             raise
         except (AoError, wd.WeaveDriveError) as exc:
             return False, str(exc), 0
+        prefix, parts, grammar, max_tokens = req.prefix, req.parts, req.grammar, req.max_tokens
         prefix_text = "".join(p.text for p in prefix)
         record = {
             "extension": "llm",

@@ -236,13 +236,18 @@ class WeaveDrive:
 
     # -- extensions ----------------------------------------------------------------------
 
-    def local_file(self, path: str) -> tuple[str, Path]:
-        """For host extensions: (tx id, verified local file) of an admitted /data path."""
+    def admitted_data(self, path: str) -> str:
+        """The tx id of a /data path this message may read (admission only: nothing is fetched)."""
         parsed = self._admit(path)
         if parsed.kind != "data":
             raise wd.WeaveDriveError(f"{path} is not a /data/<txid> path")
+        return parsed.tx_id
+
+    def local_file(self, path: str) -> tuple[str, Path]:
+        """For host extensions: (tx id, verified local file) of an admitted /data path."""
+        tx_id = self.admitted_data(path)
         try:
-            return parsed.tx_id, self.cache.local_file(parsed.tx_id)
+            return tx_id, self.cache.local_file(tx_id)
         except (StoreError, OSError) as exc:
             raise _fault(exc) from exc
 

@@ -37,6 +37,8 @@ class Host(Protocol):
     def weave_read(self, path: str, offset: int, length: int) -> bytes: ...
     def complete(self, model: str, prefix: list[tuple[str, bool]], parts: list[tuple[str, bool]], grammar: str,
                  max_tokens: int) -> str: ...
+    def prefetch(self, model: str, prefix: list[tuple[str, bool]], parts: list[tuple[str, bool]], grammar: str,
+                 max_tokens: int) -> None: ...
 
 
 TagsLike = Mapping[str, str] | Sequence[tuple[str, str]]
@@ -181,6 +183,22 @@ class Context:
         """
         raw = self.host.complete(model, list(prefix), list(parts), grammar, max_tokens)
         return json.loads(raw)
+
+    def prefetch(
+        self,
+        model: str,
+        *,
+        parts: Sequence[tuple[str, bool]],
+        prefix: Sequence[tuple[str, bool]] = (),
+        grammar: str = "",
+        max_tokens: int = 64,
+    ) -> None:
+        """Say that a later message will ask for this completion (same arguments as `complete`).
+
+        Only a hint: nothing comes back and the result is the same without it, but the compute unit may compute
+        the completion ahead on another worker, so completions hinted together run at once.
+        """
+        self.host.prefetch(model, list(prefix), list(parts), grammar, max_tokens)
 
     def keys(self, prefix: str, after: str = "", limit: int = MAX_LIST) -> list[str]:
         """State keys with a prefix, in code-point order, after a cursor, seeing this message's writes."""

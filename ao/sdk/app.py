@@ -46,17 +46,25 @@ class _WitHost:
 
     def complete(self, model: str, prefix: list[tuple[str, bool]], parts: list[tuple[str, bool]], grammar: str,
                  max_tokens: int) -> str:
-        request = llm.CompletionRequest(
-            model=model,
-            prefix=[llm.PromptPart(text=t, special=s) for t, s in prefix],
-            parts=[llm.PromptPart(text=t, special=s) for t, s in parts],
-            grammar=grammar,
-            max_tokens=max_tokens,
-        )
         try:
-            return llm.complete(request)
+            return llm.complete(_request(model, prefix, parts, grammar, max_tokens))
         except Err as exc:
             raise ExtensionError(str(exc.value)) from None
+
+    def prefetch(self, model: str, prefix: list[tuple[str, bool]], parts: list[tuple[str, bool]], grammar: str,
+                 max_tokens: int) -> None:
+        llm.prefetch(_request(model, prefix, parts, grammar, max_tokens))
+
+
+def _request(model: str, prefix: list[tuple[str, bool]], parts: list[tuple[str, bool]], grammar: str,
+             max_tokens: int) -> llm.CompletionRequest:
+    return llm.CompletionRequest(
+        model=model,
+        prefix=[llm.PromptPart(text=t, special=s) for t, s in prefix],
+        parts=[llm.PromptPart(text=t, special=s) for t, s in parts],
+        grammar=grammar,
+        max_tokens=max_tokens,
+    )
 
 
 class WitWorld(wit_world.WitWorld):

@@ -139,7 +139,26 @@ def credit_notice(ctx: Context) -> None:
                           "Veto": "yes"}, canonical_json(vote))
         _decide(ctx, config, petition)
         return
+    _ask_ahead(ctx, config, record["text"])
     _next_governor(ctx, petition_id, 0)
+
+
+def _governor_request(config: dict[str, Any], governor: dict[str, str], text: str) -> dict[str, Any]:
+    """The completion a governor's Deliberate asks for (a function of the config and the petition text alone)."""
+    return {"prefix": prompts.prefix_parts(governor["order"], governor["examples"]),
+            "parts": prompts.petition_parts(text, governor["order"]), "grammar": prompts.GRAMMARS[governor["order"]],
+            "max_tokens": config["Max-Tokens"]}
+
+
+def _ask_ahead(ctx: Context, config: dict[str, Any], text: str) -> None:
+    """Hint every governor's completion now, so that workers compute them at once rather than one after another.
+
+    All of them, the graders too though a sentinel's veto would make theirs unneeded: the steering filter has
+    already decided most steering petitions without a model, a vetoed petition's offering is burned, and with a
+    worker per governor the whole committee takes one completion's time instead of two.
+    """
+    for governor in config["Governors"]:
+        ctx.prefetch(config["Model"], **_governor_request(config, governor, text))
 
 
 def _refund(ctx: Context, config: dict[str, Any], record: dict[str, Any], reason: str) -> None:
@@ -185,13 +204,7 @@ def deliberate(ctx: Context) -> None:
         raise Refused(f"petition {petition_id} waits for governor {index}, not {ctx.msg.tag('Governor')!r}")
     governor = config["Governors"][index]
     try:
-        answer = ctx.complete(
-            config["Model"],
-            prefix=prompts.prefix_parts(governor["order"], governor["examples"]),
-            parts=prompts.petition_parts(petition["text"], governor["order"]),
-            grammar=prompts.GRAMMARS[governor["order"]],
-            max_tokens=config["Max-Tokens"],
-        )
+        answer = ctx.complete(config["Model"], **_governor_request(config, governor, petition["text"]))
     except ExtensionError as exc:
         # A refusal or failure of the model is a fact of the log (host faults never reach here: the compute
         # unit retries those), so the petition fails and the offering goes back.
