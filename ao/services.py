@@ -72,8 +72,7 @@ def public_admission(item: dataitem.DataItem, schedulable: su.Schedulable) -> No
 
 def _admit_spawn(item: dataitem.DataItem) -> None:
     """Signers outside the allow-list get bounded fuel and memory, and a spawn rate (settings.AO["SPAWN_*"])."""
-    allowed = {keys.operator_wallet().address, *settings.AO["SPAWN_ALLOWLIST"]}
-    if item.owner_address in allowed:
+    if item.owner_address in keys.trusted_signers():
         return
     module_id = item.tag("Module") or ""
     records = embedded_store().query(ids=[module_id], first=1) if su.is_id(module_id) else []

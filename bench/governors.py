@@ -4,7 +4,8 @@
 
 Set-up, in a fresh database (llamafed_bench) and data dir: the ledgers, the default model uploaded and the Fed on
 it with its default committee (a sentinel and two graders); funded petitioners, each petition (a sincere one
-from bench/judge/petitions.json, so no veto cuts a deliberation short) signed in advance.
+from bench/judge/petitions.json, so no veto cuts a deliberation short, numbered so that no two are the same text)
+signed in advance.
 
 For 1, then 2, Celery workers (each prefork with concurrency 1 and AO_LLM_THREADS=1, as scripts/run starts one;
 with 2 they share this machine's 2 cores):
@@ -17,7 +18,9 @@ with 2 they share this machine's 2 cores):
 
 Then every decision is replayed (`ao.verify`, which computes every governor again and never reads what was
 computed ahead) and must match the record. The baseline is the same run with 1 worker: the ratios are
-`two_vs_one_per_minute` (goal ≥ 1.8) and `two_vs_one_mean_latency` (goal ≤ 0.6).
+`two_vs_one_per_minute` (goal ≥ 1.8) and `two_vs_one_mean_latency` (goal ≤ 0.6). Beside them, this machine's own
+ceiling, measured last in the same run: the same committee through raw llama-cpp-python (its prefix cache on, one
+thread) in one process, then in two processes at once (`raw_llama_cpp_scaling`).
 """
 
 from __future__ import annotations
@@ -39,9 +42,13 @@ import submit_load  # noqa: E402 - the Fed world and worker processes of the sub
 
 BROKER = submit_load.BROKER
 POLL_S = 0.2
+RAW_DECISIONS = 3  # per process, in the raw scaling baseline
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--raw-child"]:
+        _raw_child(sys.argv[2], int(sys.argv[3]))
+        return
     parser = argparse.ArgumentParser()
     parser.add_argument("--petitions", type=int, default=6, help="petitions in each backlog")
     args = parser.parse_args()
@@ -49,7 +56,7 @@ def main() -> None:
     _setup.django_ready(broker=BROKER)
     submit_load._flush_broker()
     per_phase = args.petitions + 2
-    world = submit_load._build(petitioners=2 * per_phase, baseline=0)
+    world = submit_load._build(petitioners=2 * per_phase, baseline=0, distinct=True)
     petitions = world["petitions"]
     report: dict[str, Any] = {"petitions": args.petitions, "governors": _governors(world["fed"])}
     for workers in (1, 2):
@@ -60,7 +67,54 @@ def main() -> None:
     report["two_vs_one_mean_latency"] = round(two["mean_latency_s"] / one["mean_latency_s"], 2)
     report["two_vs_one_alone_latency"] = round(two["alone_latency_s"] / one["alone_latency_s"], 2)
     report["replay"] = _replay(world["fed"])
+    report["raw_llama_cpp_scaling"] = _raw_scaling(RAW_DECISIONS)
     print(json.dumps(report, indent=2))
+
+
+def _raw_child(path: str, count: int) -> None:
+    """In a child process: the default committee's completions through raw llama-cpp-python at its best (the
+    grammar, llama-cpp-python's own prefix cache on, one thread), after one warm-up petition; prints the seconds."""
+    import llama_cpp
+
+    sys.path.insert(0, str(ROOT / "policy" / "process"))
+    import fedrules
+    import prompts
+    from llm import raw_llama
+
+    llama = raw_llama(Path(path))
+    llama.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=4 << 30))
+    texts = [p["text"] for p in submit_load._petitions() if p["kind"] in ("sincere", "useful-work")]
+
+    def decide(text: str) -> None:
+        for governor in fedrules.DEFAULT_GOVERNORS:
+            prompt = "".join(t for t, _ in prompts.prefix_parts(governor["order"], governor["examples"]))
+            prompt += "".join(t for t, _ in prompts.petition_parts(text, governor["order"]))
+            grammar = llama_cpp.LlamaGrammar.from_string(prompts.GRAMMARS[governor["order"]], verbose=False)
+            llama.create_completion(prompt, max_tokens=int(fedrules.DEFAULTS["Max-Tokens"]), temperature=0.0,
+                                    grammar=grammar)
+
+    decide(texts[0])  # fills the prefix cache
+    started = time.perf_counter()
+    for text in texts[1:count + 1]:
+        decide(text)
+    print(json.dumps({"seconds": time.perf_counter() - started}))
+
+
+def _raw_scaling(count: int) -> dict[str, Any]:
+    """This machine's own ceiling: raw llama-cpp-python deciding in one process, then in two at once."""
+    path = str(_setup.default_model_file())
+
+    def run(processes: int) -> list[float]:
+        children = [subprocess.Popen([sys.executable, __file__, "--raw-child", path, str(count)],
+                                     stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                    for _ in range(processes)]
+        return [json.loads(c.communicate()[0].strip().splitlines()[-1])["seconds"] for c in children]
+
+    [alone] = run(1)
+    together = run(2)
+    per_minute_1, per_minute_2 = count / alone * 60, 2 * count / max(together) * 60
+    return {"decisions_each": count, "one_process_per_minute": round(per_minute_1, 2),
+            "two_processes_per_minute": round(per_minute_2, 2), "scaling": round(per_minute_2 / per_minute_1, 2)}
 
 
 def _governors(fed: str) -> int:

@@ -125,8 +125,12 @@ def _message(signer: Any, target: str, action: str, tags: list[tuple[str, str]])
                                      anchor=random.randbytes(32)).serialize()
 
 
-def _build(*, petitioners: int, baseline: int) -> dict[str, Any]:
-    """Ledgers, the default model and the Fed; funded petitioners; every request body, signed."""
+def _build(*, petitioners: int, baseline: int, distinct: bool = False) -> dict[str, Any]:
+    """Ledgers, the default model and the Fed; funded petitioners; every request body, signed.
+
+    ``distinct``: no two petitions have the same text (a number is appended), so no governor's completion of
+    one is the completion of another.
+    """
     from ao import models, services
     from ao.compute import batch
     from ao.effects import keys
@@ -147,8 +151,12 @@ def _build(*, petitioners: int, baseline: int) -> dict[str, Any]:
         services.su_schedule_batch(raws=mints[start:start + 500])
     batch.evaluate_pending(process_id=war)
     texts = [p["text"] for p in _petitions() if p["kind"] in ("sincere", "useful-work")]
+
+    def text(i: int) -> str:
+        return f"{texts[i % len(texts)]} ({i + 1})" if distinct else texts[i % len(texts)]
+
     petitions = [_message(u, war, "Transfer", [("Recipient", fed.process_id), ("Quantity", str(offering)),
-                                              ("X-Petition", texts[i % len(texts)]), ("X-Sender-Name", f"bench{i}")])
+                                              ("X-Petition", text(i)), ("X-Sender-Name", f"bench{i}")])
                  for i, u in enumerate(users)]
     senders = [Ed25519Key.generate() for _ in range(baseline)]
     plain = [_message(s, war, "Transfer", [("Recipient", users[i % len(users)].address), ("Quantity", str(offering)),

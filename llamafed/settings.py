@@ -296,6 +296,11 @@ AO = {
     "SU_KEY": env_str("AO_SU_KEY", str(DATA_DIR / "keys" / "su.json")),
     "MU_KEY": env_str("AO_MU_KEY", str(DATA_DIR / "keys" / "mu.json")),
     "BLOB_DIR": env_str("AO_BLOB_DIR", str(DATA_DIR / "blobs")),
+    # Where this worker reads module binaries and WeaveDrive data (model weights): empty, the node's own store
+    # (BLOB_DIR); the URL of the node's gateway API (http://node:8000/ao/gateway) for a worker on another machine,
+    # which then shares only the database and the broker: every chunk is proven against its transaction's
+    # data_root (the header's signature checked) before use, and kept under this worker's DATA_DIR/weavedrive.
+    "DATA_GATEWAY": env_str("AO_DATA_GATEWAY", ""),
     # Built modules and compiled (.cwasm) code, keyed by content: safe to share between runs.
     "BUILD_CACHE": env_str("AO_BUILD_CACHE", str(DATA_DIR / "cache")),
     "PUBLIC_URL": env_str("AO_PUBLIC_URL", "http://127.0.0.1:8000"),

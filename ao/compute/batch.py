@@ -35,7 +35,7 @@ from ao.compute.origins import Origins
 from ao.compute.message import Evaluated, evaluate_core_message, evaluate_message, load_module
 from ao.effects import bulk, core_processes
 from ao.effects.compute import component_runtime
-from ao.effects.core64 import CoreProcess
+from ao.effects.core64 import CoreProcess, Snapshot
 from ao.effects.process_state import BatchState, PastState
 from ao.effects.wasm_runtime import ComponentRuntime
 from ao.errors import EvaluationError, HostFault, HostUnavailable, LeaseLost
@@ -74,6 +74,7 @@ class _Run:
     admissions: weavedrive.Admissions | None = None
     origins: Origins | None = None
     next_nonce: int = -1
+    sent_to_itself: bool = False  # the last commit recorded pushes to the process itself
 
     def reset(self) -> None:
         """Forget everything cached: the next batch reads the record afresh."""
@@ -82,11 +83,12 @@ class _Run:
 
 def evaluate_process(
     *, process_id: str, batch_size: int = DEFAULT_BATCH, budget_s: float | None = RUN_BUDGET_S,
-    force: bool = False, max_batches: int | None = None,
+    force: bool = False, max_batches: int | None = None, deliver_to_itself: bool = True,
 ) -> RunReport:
     """Evaluate the process's pending messages; safe to run twice and on many workers at once.
 
     ``force`` ignores a fault's backoff (an operator's `manage.py ao evaluate`). ``budget_s`` None runs to the end.
+    ``deliver_to_itself``: what the process sends itself is delivered at once and evaluated in the same run.
     """
     dispatch.evaluation_started(process_id)
     if not force and health.backing_off(process_id):
@@ -103,6 +105,8 @@ def evaluate_process(
             count = _batch(run, batch_size)
             report.evaluated += count
             batches += 1
+            if run.sent_to_itself and deliver_to_itself:
+                _deliver_to_itself(run)
             if count == 0 or (max_batches is not None and batches >= max_batches):
                 break
             if budget_s is not None and time.monotonic() - started > budget_s:
@@ -124,12 +128,28 @@ def evaluate_process(
     return report
 
 
+def _deliver_to_itself(run: _Run) -> None:
+    """Deliver at once what the process just sent itself (a Deliberate to the next governor), so that the run goes
+    on to it instead of waiting for a delivery task and then an evaluation task behind the queue's other work.
+    The delivery task asked for at the commit still runs and finds the rest; a failure here is left to it."""
+    run.sent_to_itself = False
+    try:
+        pushes.deliver_pending(process_id=run.process_id, target=run.process_id, limit=SELF_DELIVERY_LIMIT)
+    except Exception:  # delivery is the messenger's work, not this evaluation's: its task retries it
+        log.exception("process %s: delivering its messages to itself", run.process_id)
+
+
+SELF_DELIVERY_LIMIT = 100
+
+
 def evaluate_pending(*, process_id: str, force: bool = True, batch_size: int = DEFAULT_BATCH) -> int:
     """Evaluate every pending message now, in this thread (commands, tests, benchmarks); return how many.
 
-    A host fault is recorded as for a worker and raised, so a caller sees it.
+    Messages the process sends itself wait for delivery (``pushes.deliver_pending``), so a caller steps through
+    a deliberation message by message. A host fault is recorded as for a worker and raised, so a caller sees it.
     """
-    report = evaluate_process(process_id=process_id, budget_s=None, force=force, batch_size=batch_size)
+    report = evaluate_process(process_id=process_id, budget_s=None, force=force, batch_size=batch_size,
+                              deliver_to_itself=False)
     if report.fault:
         raise HostUnavailable(report.fault)
     return report.evaluated
@@ -266,6 +286,7 @@ def _commit(run: _Run, start: int, results: list[Evaluated], state_hash: str, wi
             checkpoint.save(force_insert=True)
         if pushes.record(process_id=run.process_id, results=results):
             dispatch.request_delivery(run.process_id)
+            run.sent_to_itself = any(m.target == run.process_id for r in results for m in r.outbox)
         if llm_ahead.enabled():
             llm_ahead.record(run.process_id, ((r.nonce, r.hints) for r in results if r.hints),
                              sha256_of=llm_host.model_sha256, pool=llm_host.engine_pool())
@@ -319,19 +340,31 @@ def _core_batch(run: _Run, cursor: models.Evaluation, assignments: list[models.A
     return len(results)
 
 
+def _usable_checkpoint(process_id: str, next_nonce: int) -> tuple[models.Checkpoint | None, Snapshot | None]:
+    """The newest checkpoint before next_nonce whose snapshot this worker can read, or none (replay from the spawn).
+
+    Snapshots are files of the worker that wrote them: a worker on another machine, or one whose copy is corrupt,
+    starts from an older one it has, or from the beginning; the replay after it checks every recorded result.
+    """
+    for checkpoint in (models.Checkpoint.objects.filter(process_id=process_id, nonce__lt=next_nonce)
+                       .order_by("-nonce")[:CHECKPOINTS_TRIED]):
+        try:
+            return checkpoint, core_processes.load_snapshot(checkpoint)
+        except (OSError, ValueError) as exc:
+            log.info("process %s: checkpoint at nonce %s is not usable here: %s", process_id, checkpoint.nonce, exc)
+    return None, None
+
+
+CHECKPOINTS_TRIED = 8  # beyond these, replaying from the spawn is no slower than looking further
+
+
 def _core_at(pctx: ProcessContext, next_nonce: int, origins: Origins) -> CoreProcess:
     """The live core process at next_nonce: this worker's, or restored from the newest checkpoint and replayed."""
     live = core_processes.live_cores().get(pctx.process_id)
     if live is not None and live.next_nonce == next_nonce and live.process.broken is None:
         return live.process
     core_processes.live_cores().pop(pctx.process_id, None)
-    checkpoint = (
-        models.Checkpoint.objects.filter(process_id=pctx.process_id, nonce__lt=next_nonce).order_by("-nonce").first()
-    )
-    try:
-        snapshot = core_processes.load_snapshot(checkpoint) if checkpoint else None
-    except (OSError, ValueError) as exc:
-        raise HostUnavailable(f"cannot read the checkpoint of {pctx.process_id}: {exc}") from exc
+    checkpoint, snapshot = _usable_checkpoint(pctx.process_id, next_nonce)
     core = CoreProcess.create(
         core_processes.core_runtime(), load_module(pctx.module_id), memory_limit_bytes=pctx.memory_limit,
         snapshot=snapshot,

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ao import models
-from ao.effects.stores import embedded_store
+from ao.effects.stores import embedded_store, remote_data
 from ao.errors import EvaluationError
-from ao.extensions import llm_host
+from ao.extensions import llm_host, weavedrive
 from ao.modules import COMPONENT_FORMAT, CORE64_FORMAT
 from ao.permaweb import dataitem
 from ao.units import cu
@@ -100,5 +100,12 @@ def context_from_spawn(process_id: str, spawn: dataitem.DataItem) -> ProcessCont
 
 @lru_cache(maxsize=256)
 def module_bytes(module_id: str) -> bytes:
-    """A module's binary from the store (content never changes for an id)."""
+    """A module's binary from the store (content never changes for an id).
+
+    A worker on another machine (``stores.remote_data``) fetches it through the node's gateway into its verified
+    chunk cache, every chunk proven against the module transaction's data_root, and keeps it on its own disk.
+    """
+    if remote_data():
+        cache = weavedrive.chunk_cache()
+        return cache.read(module_id, 0, cache.store.data_size(module_id))
     return embedded_store().read(module_id)

@@ -79,8 +79,10 @@ def _unclaimed() -> Q:
     return Q(claimed_until__isnull=True) | Q(claimed_until__lt=timezone.now())
 
 
-def deliver_pending(*, process_id: str | None = None, limit: int = DELIVER_LIMIT) -> DeliveryReport:
-    """Deliver pending pushes (of one process, or all) in (process, nonce, index) order; safe to run anywhere, twice."""
+def deliver_pending(*, process_id: str | None = None, limit: int = DELIVER_LIMIT,
+                    target: str | None = None) -> DeliveryReport:
+    """Deliver pending pushes (of one process, or all; to one target, or any) in (process, nonce, index) order;
+    safe to run anywhere, twice."""
     holder = lease.new_holder()
     report = DeliveryReport()
     taken = 0
@@ -88,6 +90,8 @@ def deliver_pending(*, process_id: str | None = None, limit: int = DELIVER_LIMIT
         pending = models.Push.objects.filter(_unclaimed(), state=models.Push.State.PENDING)
         if process_id is not None:
             pending = pending.filter(process_id=process_id)
+        if target is not None:
+            pending = pending.filter(target=target)
         ids = list(pending.order_by("process_id", "nonce", "index").values_list("id", flat=True)[:CHUNK])
         if not ids:
             return report

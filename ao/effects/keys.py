@@ -48,6 +48,11 @@ def messenger_key() -> Ed25519Key:
     return Ed25519Key.load(settings.AO["MU_KEY"])
 
 
+def trusted_signers() -> set[str]:
+    """The operator and settings.AO["SPAWN_ALLOWLIST"]: wallets whose processes run without the caps for strangers."""
+    return {operator_wallet().address, *settings.AO["SPAWN_ALLOWLIST"]}
+
+
 def clear_cache() -> None:
     """Forget loaded keys (after ensure_keys or a settings change in tests)."""
     operator_wallet.cache_clear()

@@ -7,7 +7,8 @@ any worker to compute them (task ``ao.llm_ahead``), so a petition's governors ru
 as there are free. When the message that asks (``llm.complete``) is evaluated, ``obtain`` looks its request up:
 
 - computed: that answer;
-- being computed by a live worker: wait for it, computing other waiting requests meanwhile (no worker idles);
+- being computed by a live worker: wait for it (and nothing else: the asking message is on its process's
+  critical path, and other workers take the other requests);
 - waiting, or its worker died (claim expired), or never hinted: compute it here.
 
 The key is everything that determines the output: the request (prefix, parts, grammar, max tokens), the model's
@@ -36,6 +37,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ao import dispatch, models
+from ao.effects import keys
 from ao.errors import AoError, HostFault
 from ao.extensions import llm
 
@@ -65,7 +67,8 @@ def _holder() -> str:
 
 def request_json(request: llm.CompletionRequest) -> dict[str, Any]:
     """The request as stored: prefix and parts as [text, special] pairs."""
-    return {"prefix": [[p.text, p.special] for p in request.prefix], "parts": [[p.text, p.special] for p in request.parts],
+    return {"prefix": [[p.text, p.special] for p in request.prefix],
+            "parts": [[p.text, p.special] for p in request.parts],
             "grammar": request.grammar, "max_tokens": request.max_tokens}
 
 
@@ -99,9 +102,17 @@ def from_json(value: dict[str, Any]) -> llm.Completion:
 
 def record(process_id: str, nonce_hints: Iterable[tuple[int, tuple[tuple[str, llm.CompletionRequest], ...]]],
            *, sha256_of: Callable[[str], str | None], pool: llm.EnginePool) -> int:
-    """In the commit's transaction: a row per new hinted request, and a task for each after the commit."""
+    """In the commit's transaction: a row per new hinted request, and a task for each after the commit.
+
+    Only for processes spawned by a wallet this node trusts (its operator and settings.AO["SPAWN_ALLOWLIST"]): a
+    hint costs its process no fuel, so a stranger's hints would be free work; its completions are computed when
+    its messages ask, and paid for in their fuel.
+    """
+    hinted = [(nonce, hints) for nonce, hints in nonce_hints if hints]
+    if not hinted or not _trusted(process_id):
+        return 0
     rows: dict[str, models.Completion] = {}
-    for nonce, hints in nonce_hints:
+    for nonce, hints in hinted:
         for model_id, request in hints:
             sha = sha256_of(model_id)
             if not sha:
@@ -117,6 +128,11 @@ def record(process_id: str, nonce_hints: Iterable[tuple[int, tuple[tuple[str, ll
     for row in new:
         dispatch.enqueue(TASK, row.key)
     return len(new)
+
+
+def _trusted(process_id: str) -> bool:
+    owner = models.Process.objects.filter(id=process_id).values_list("owner_address", flat=True).first()
+    return owner is not None and owner in keys.trusted_signers()
 
 
 # --- computing ---------------------------------------------------------------------------------------------------
@@ -189,21 +205,7 @@ def compute(key: str, engine_for: Callable[[str, str], llm.LlamaEngine]) -> bool
     return row is not None and _compute_claimed(row, holder, engine_for) is not None
 
 
-def _work_one(engine_for: Callable[[str, str], llm.LlamaEngine], *, not_key: str) -> bool:
-    """Compute the oldest other waiting completion, if there is one; True if it did."""
-    holder = _holder()
-    for key in (models.Completion.objects.filter(_claimable()).exclude(key=not_key).order_by("created_at")
-                .values_list("key", flat=True)[:4]):
-        if _claim(key, holder):
-            row = models.Completion.objects.filter(key=key).first()
-            if row is not None:
-                _compute_claimed(row, holder, engine_for)
-            return True
-    return False
-
-
-def obtain(key: str, compute_here: Callable[[], llm.Completion],
-           engine_for: Callable[[str, str], llm.LlamaEngine], *, wait_s: float) -> llm.Completion:
+def obtain(key: str, compute_here: Callable[[], llm.Completion], *, wait_s: float) -> llm.Completion:
     """The completion under `key`: found, waited for, or computed here (see the module docstring)."""
     holder = _holder()
     deadline = time.monotonic() + wait_s
@@ -225,8 +227,7 @@ def obtain(key: str, compute_here: Callable[[], llm.Completion],
             return done
         if time.monotonic() > deadline:
             return compute_here()  # a live claim that never finishes: the same answer, computed here
-        if not _work_one(engine_for, not_key=key):
-            _sleep(POLL_S)
+        _sleep(POLL_S)
 
 
 def sweep(*, keep_s: float = KEEP_S) -> int:

@@ -74,8 +74,9 @@ def _request(request: Any) -> tuple[str, llm.CompletionRequest]:
         raise llm.BadRequest(f"model must be a path and grammar at most {MAX_GRAMMAR_CHARS} chars")
     if not 0 < max_tokens <= MAX_TOKENS:
         raise llm.BadRequest(f"max-tokens must be 1..{MAX_TOKENS}")
-    return model_path, llm.CompletionRequest(prefix=_parts(request.prefix, "prefix"), parts=_parts(request.parts, "parts"),
-                                             grammar=grammar, max_tokens=max_tokens)
+    return model_path, llm.CompletionRequest(prefix=_parts(request.prefix, "prefix"),
+                                             parts=_parts(request.parts, "parts"), grammar=grammar,
+                                             max_tokens=max_tokens)
 
 
 def model_sha256(tx_id: str) -> str | None:
@@ -149,7 +150,7 @@ class LlmBinding:
 
             if self.ahead and llm_ahead.enabled():
                 key = llm_ahead.key_for(sha, req, engine_pool())
-                done = llm_ahead.obtain(key, here, engine_for_model, wait_s=AHEAD_WAIT_S)
+                done = llm_ahead.obtain(key, here, wait_s=AHEAD_WAIT_S)
             else:
                 done = here()
         except MemoryError as exc:

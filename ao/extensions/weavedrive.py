@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db.models import Q
 
 from ao import models
-from ao.effects.stores import embedded_store
+from ao.effects.stores import data_store, embedded_store
 from ao.permaweb import merkle
 from ao.errors import HostUnavailable
 from ao.permaweb.store import ChunkVerificationError, NotFound, Store, StoreError
@@ -101,7 +101,8 @@ class ChunkCache:
                 try:
                     self.store.read_into(tx_id, lo, hi, cached.fd)  # every chunk's Merkle proof is checked
                 except ChunkVerificationError as exc:
-                    raise HostUnavailable(f"this node's copy of {tx_id} fails its proof against data_root: {exc}") from exc
+                    raise HostUnavailable(
+                        f"the copy of {tx_id} this worker read fails its proof against data_root: {exc}") from exc
                 for index in range(lo_index, hi_index + 1):
                     cached.verified[index] = 1
 
@@ -152,12 +153,13 @@ _caches: dict[str, ChunkCache] = {}
 
 
 def chunk_cache() -> ChunkCache:
-    """The node's verified chunk cache over its store (one per process and data dir)."""
+    """This worker's verified chunk cache over its data store (one per process and data dir): the node's own
+    store, or the node's gateway for a worker elsewhere (``stores.data_store``)."""
     root = Path(settings.DATA_DIR) / "weavedrive"
     with _locks_guard:
         cache = _caches.get(str(root))
         if cache is None:
-            cache = _caches[str(root)] = ChunkCache(root, embedded_store())
+            cache = _caches[str(root)] = ChunkCache(root, data_store())
         return cache
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,40 @@ def test_call_records_name_the_engine_and_verify_says_when_it_differs(alice: Ed2
     assert report.divergence is not None and report.divergence.nonce == result.nonce
     assert f"the record's LLM engine {other} differs from this node's {llm.engine_fingerprint()}" in (
         report.divergence.what)
+
+
+@pytest.mark.django_db
+def test_a_hint_changes_no_result_and_only_trusted_processes_get_work_ahead(
+    alice: Ed25519Key, probe_module: str, tiny_model: str, settings: Any,
+) -> None:
+    from ao import verify
+    from ao.extensions import llm_ahead, llm_host
+
+    pid = _llm_process(alice, probe_module, tiny_model)
+    tags = {"Model": f"/data/{tiny_model}", "Prefix": "<|im_start|>system\nGrade.<|im_end|>\n", "Max-Tokens": "10"}
+
+    def hint(text: str, **overrides: str) -> models.Result:
+        mid = send(alice, pid, "Prefetch", text, **{**tags, **overrides})
+        batch.evaluate_pending(process_id=pid)
+        return models.Result.objects.get(process_id=pid, message_id=mid)
+
+    # Alice's process is a stranger's: a hint costs it no fuel, so it earns no work ahead.
+    assert hint("I planted trees.").error == ""
+    assert not models.Completion.objects.exists()
+    settings.AO = {**settings.AO, "SPAWN_ALLOWLIST": [alice.address]}
+    plain = hint("I planted trees.")
+    assert plain.error == "" and "hinted" in str(plain.body["Output"])
+    [row] = models.Completion.objects.all()
+    assert (row.process_id, row.nonce, row.model_id, row.state) == (pid, plain.nonce, tiny_model, "pending")
+    # A hint that could not be answered (a model not admitted, a bad request) is no hint, and no error.
+    assert hint("x", Model="/data/" + "A" * 43).error == "" and hint("x", **{"Max-Tokens": "0"}).error == ""
+    assert models.Completion.objects.count() == 1
+    # The Complete that asks claims the row, computes it here and leaves it done for any other asker.
+    result = _complete(alice, pid, tiny_model, "I planted trees.", **{"Max-Tokens": "10"})
+    row.refresh_from_db()
+    assert row.state == "done" and row.output["text"] == result.body["Calls"][0]["output"]
+    engine = llm_host.engine_for_model(tiny_model, row.model_sha256)
+    assert row.output["text"] == engine.complete(llm_ahead.request_from(row.request)).text
+    # Gas and state hashes are those of a replay that never hints: hints leave no trace in history.
+    report = verify.verify_process(process_id=pid)
+    assert report.ok, report.divergence

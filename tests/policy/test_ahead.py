@@ -96,7 +96,7 @@ def test_a_row_computed_wrong_is_caught_by_replay(tiny_model: str) -> None:
 
 
 @pytest.mark.django_db
-def test_a_message_waits_for_a_live_claim_and_works_on_the_next_meanwhile(
+def test_a_message_waits_for_a_live_claim_and_does_nothing_else_meanwhile(
     tiny_model: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fed = make_fed(tiny_model).process_id
@@ -106,24 +106,44 @@ def test_a_message_waits_for_a_live_claim_and_works_on_the_next_meanwhile(
     # Another worker holds the first governor's completion, and finishes it while this one waits.
     models.Completion.objects.filter(key=first.key).update(
         state=State.CLAIMED, claimed_by="elsewhere:1:1", claimed_until=timezone.now() + timedelta(seconds=60))
-    answer = llm_host.engine_for_model(first.model_id, first.model_sha256).complete(llm_ahead.request_from(first.request))
+    engine = llm_host.engine_for_model(first.model_id, first.model_sha256)
+    answer = engine.complete(llm_ahead.request_from(first.request))
     waits: list[float] = []
 
     def other_worker_finishes(seconds: float) -> None:
         waits.append(seconds)
-        models.Completion.objects.filter(key=first.key).update(state=State.DONE, output=llm_ahead.to_json(answer))
+        if len(waits) == 3:
+            models.Completion.objects.filter(key=first.key).update(state=State.DONE, output=llm_ahead.to_json(answer))
 
     monkeypatch.setattr(llm_ahead, "_sleep", other_worker_finishes)
     seen = _count_completions(monkeypatch)
     batch.evaluate_pending(process_id=fed)
-    # While it waited, this worker computed the second governor (the only other waiting request)...
-    assert len(seen) == 1 and models.Completion.objects.get(key=second.key).state == State.DONE
-    assert waits  # ...then found nothing else to do and waited until the first was done
-    vote = value(fed, f"petition/{pid}")["votes"][0]
-    assert vote["raw"] == answer.text
+    # It waited, computing nothing (the Deliberate is on the Fed's critical path; other workers take the rest),
+    # and voted with the other worker's answer.
+    assert len(waits) == 3 and seen == []
+    assert models.Completion.objects.get(key=second.key).state == State.PENDING
+    assert value(fed, f"petition/{pid}")["votes"][0]["raw"] == answer.text
     monkeypatch.undo()
     settle()
     assert value(fed, f"petition/{pid}")["status"] == "decided"
+    assert verify.verify_process(process_id=fed).ok
+
+
+@pytest.mark.django_db
+def test_a_worker_run_delivers_what_the_fed_sends_itself_and_goes_on(tiny_model: str) -> None:
+    """The next governor's Deliberate does not wait for a delivery task and an evaluation task behind the queue's
+    other work: the run that sent it delivers it and evaluates it."""
+    fed = make_fed(tiny_model).process_id
+    user = user_with_war()
+    settle()
+    pid = petition(user, fed, "I bake bread for the night shelter.")
+    batch.evaluate_pending(process_id=token("wAR"))
+    pushes.deliver_pending(process_id=token("wAR"))  # the Credit-Notice
+    report = batch.evaluate_process(process_id=fed, budget_s=None)
+    assert report.evaluated == 1 + len(GOVERNORS) and not report.fault  # the intake, then each Deliberate
+    stored = value(fed, f"petition/{pid}")
+    assert stored["status"] == "decided" and len(stored["votes"]) == len(GOVERNORS)
+    settle()
     assert verify.verify_process(process_id=fed).ok
 
 

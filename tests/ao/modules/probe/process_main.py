@@ -115,14 +115,24 @@ def weave_read(ctx: Context) -> None:
     ctx.print(json.dumps({"size": ctx.weave_size(path), "hex": data.hex()}))
 
 
+def _request(ctx: Context) -> dict:
+    return {
+        "prefix": [(ctx.msg.tag("Prefix", "") or "", True)],
+        "parts": [("<|im_start|>user\n", True), (ctx.msg.data, False), ("<|im_end|>\n<|im_start|>assistant\n", True)],
+        "grammar": ctx.msg.tag("Grammar", "") or "",
+        "max_tokens": int(ctx.msg.tag("Max-Tokens", "16") or "16"),
+    }
+
+
 @process.on("Complete")
 def complete(ctx: Context) -> None:
-    answer = ctx.complete(
-        ctx.msg.tag("Model", "") or "",
-        prefix=[(ctx.msg.tag("Prefix", "") or "", True)],
-        parts=[("<|im_start|>user\n", True), (ctx.msg.data, False), ("<|im_end|>\n<|im_start|>assistant\n", True)],
-        grammar=ctx.msg.tag("Grammar", "") or "",
-        max_tokens=int(ctx.msg.tag("Max-Tokens", "16") or "16"),
-    )
+    answer = ctx.complete(ctx.msg.tag("Model", "") or "", **_request(ctx))
     ctx.put("last-answer", answer["text"])
     ctx.print(json.dumps(answer, sort_keys=True))
+
+
+@process.on("Prefetch")
+def prefetch(ctx: Context) -> None:
+    """Hint the completion a Complete with the same tags and data would ask for."""
+    ctx.prefetch(ctx.msg.tag("Model", "") or "", **_request(ctx))
+    ctx.print("hinted")
