@@ -13,7 +13,10 @@ a matching KV-cache prefix and re-feeds the last token on its own) is used:
    call, copy out the context state (``llama_state_get_data``) and cache it keyed by (model sha256,
    prefix token ids). Whether computed now or found in the cache, the memory is then cleared and the
    state *restored* (``llama_state_set_data``), so both cases continue from the very same step.
-   Prefix empty: clear the context's memory (``llama_memory_clear``).
+   Prefix empty: clear the context's memory (``llama_memory_clear``). A pool's engines also keep each
+   computed prefix state on disk (``state_dir``, named by the model, the engine, the context shape and the
+   prefix tokens, checksummed), so another worker of the machine, or this one after a restart, restores it
+   instead of spending a minute of one core on a long prefix; the bytes restored are the bytes computed.
 3. Decode the suffix tokens as one ``llama_decode`` call, then generate token by token
    (argmax of the logits, grammar-masked when a grammar is given), stopping at an end-of-generation
    token or at ``max_tokens``.
@@ -29,6 +32,8 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import json
+import logging
 import os
 import platform
 import sys
@@ -43,6 +48,8 @@ import llama_cpp
 import numpy as np
 
 from ao.errors import AoError, HostUnavailable
+
+log = logging.getLogger(__name__)
 
 # Fuel: a fixed rule that depends only on token counts, never on cache state or timing. Prices are
 # wasm-fuel equivalents of the wall time each costs the reference model (Qwen2.5-Coder-1.5B, one
@@ -289,8 +296,10 @@ class LlamaEngine:
         n_batch: int = 2048,
         prefix_cache_entries: int = PREFIX_CACHE_MAX_ENTRIES,
         prefix_cache_bytes: int = PREFIX_CACHE_MAX_BYTES,
+        state_dir: Path | None = None,
     ) -> None:
         self.model_path = Path(model_path)
+        self.state_dir = Path(state_dir) if state_dir is not None else None
         self._model: Any = None
         self._ctx: Any = None
         self._grammars: OrderedDict[str, _Grammar] = OrderedDict()
@@ -486,9 +495,13 @@ class LlamaEngine:
         state = self._prefix_states.get(key)
         reused = state is not None
         if state is None:
-            llama_cpp.llama_memory_clear(self._memory, True)
-            self._decode(prefix)
-            state = self._save_state()
+            state = self._kept_state(prefix)
+            reused = state is not None
+            if state is None:
+                llama_cpp.llama_memory_clear(self._memory, True)
+                self._decode(prefix)
+                state = self._save_state()
+                self._keep_state(prefix, state)
             self._remember(key, state)
         else:
             self._prefix_states.move_to_end(key)
@@ -496,6 +509,47 @@ class LlamaEngine:
         if llama_cpp.llama_state_set_data(self._ctx, state, len(state)) != len(state):
             raise DecodeFailed("llama.cpp could not restore the prefix state")
         return reused
+
+    # --- prefix states kept on disk, shared by this machine's workers and kept across restarts
+
+    def _state_path(self, prefix: list[int]) -> Path | None:
+        """Where the state after `prefix` is kept: named by everything that determines its bytes."""
+        if self.state_dir is None:
+            return None
+        what = json.dumps({"model_sha256": self.sha256, "engine": engine_fingerprint(), "n_ctx": self.n_ctx,
+                           "n_batch": self.n_batch, "n_ubatch": self.n_ubatch, "kv_type": KV_TYPE_NAME,
+                           "feed": FEED_SCHEME, "prefix": prefix}, sort_keys=True, separators=(",", ":"))
+        return self.state_dir / f"{hashlib.sha256(what.encode()).hexdigest()}.state"
+
+    def _kept_state(self, prefix: list[int]) -> ctypes.Array[ctypes.c_uint8] | None:
+        """The kept state after `prefix`, if a worker kept it and its checksum holds (else it is computed)."""
+        path = self._state_path(prefix)
+        if path is None:
+            return None
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            return None
+        digest, body = raw[:32], raw[32:]
+        if len(raw) < 32 or hashlib.sha256(body).digest() != digest:
+            path.unlink(missing_ok=True)  # torn or rotten: computed again and kept anew
+            return None
+        return (ctypes.c_uint8 * len(body)).from_buffer_copy(body)
+
+    def _keep_state(self, prefix: list[int], state: ctypes.Array[ctypes.c_uint8]) -> None:
+        """Keep a computed prefix state on disk (written whole under a temporary name, then renamed)."""
+        path = self._state_path(prefix)
+        if path is None or len(state) > self.prefix_cache_bytes:
+            return
+        body = bytes(state)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-")
+            with os.fdopen(fd, "wb") as out:
+                out.write(hashlib.sha256(body).digest() + body)
+            os.replace(tmp, path)
+        except OSError:  # a full disk costs the next worker the prefix's time, nothing else
+            log.warning("cannot keep the prefix state %s", path, exc_info=True)
 
     def _save_state(self) -> ctypes.Array[ctypes.c_uint8]:
         """A copy of the context's state (KV memory and last logits)."""
@@ -630,8 +684,9 @@ class EnginePool:
     """A worker's loaded engines by model sha256: each loaded once, the least recently used freed beyond a bound."""
 
     def __init__(self, *, max_engines: int = POOL_MAX_ENGINES, n_ctx: int = 4096, n_threads: int = 1,
-                 n_batch: int = 2048) -> None:
+                 n_batch: int = 2048, state_dir: Path | None = None) -> None:
         self.max_engines = max_engines
+        self.state_dir = state_dir
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.n_batch = n_batch
@@ -647,7 +702,7 @@ class EnginePool:
                 self._engines.move_to_end(key)
                 return engine
             engine = LlamaEngine(Path(path), expected_sha256=key, n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                 n_batch=self.n_batch)
+                                 n_batch=self.n_batch, state_dir=self.state_dir)
             self._engines[key] = engine
             while len(self._engines) > self.max_engines:
                 _, old = self._engines.popitem(last=False)

@@ -179,6 +179,7 @@ class _Keeper:
 def _compute_claimed(row: models.Completion, holder: str, engine_for: Callable[[str, str], llm.LlamaEngine],
                      ) -> llm.Completion | None:
     """Compute a row this worker claimed and store it; None (and the row released or dropped) if it cannot."""
+    started = time.monotonic()
     try:
         with _Keeper(row.key, holder):
             done = engine_for(row.model_id, row.model_sha256).complete(request_from(row.request))
@@ -193,6 +194,8 @@ def _compute_claimed(row: models.Completion, holder: str, engine_for: Callable[[
         return None
     models.Completion.objects.filter(key=row.key, claimed_by=holder).update(
         state=State.DONE, output=to_json(done), claimed_until=None)
+    log.info("completion %s (process %s, nonce %s) computed ahead in %.1f s", row.key[:12], row.process_id,
+             row.nonce, time.monotonic() - started)
     return done
 
 
@@ -208,16 +211,21 @@ def compute(key: str, engine_for: Callable[[str, str], llm.LlamaEngine]) -> bool
 def obtain(key: str, compute_here: Callable[[], llm.Completion], *, wait_s: float) -> llm.Completion:
     """The completion under `key`: found, waited for, or computed here (see the module docstring)."""
     holder = _holder()
-    deadline = time.monotonic() + wait_s
+    begun = time.monotonic()
+    deadline, waited = begun + wait_s, False
     while True:
         row = models.Completion.objects.filter(key=key).first()
         if row is None:
             return compute_here()  # never hinted (or swept): nothing to share
         if row.state == State.DONE and row.output is not None:
+            if waited:
+                log.info("completion %s: waited %.1f s for another worker", key[:12], time.monotonic() - begun)
             return from_json(row.output)
         if _claim(key, holder):
             try:
                 done = compute_here()
+                log.info("completion %s computed by the message that asked, in %.1f s", key[:12],
+                         time.monotonic() - begun)
             except BaseException:
                 models.Completion.objects.filter(key=key, claimed_by=holder).update(
                     state=State.PENDING, claimed_by="", claimed_until=None)
@@ -227,6 +235,7 @@ def obtain(key: str, compute_here: Callable[[], llm.Completion], *, wait_s: floa
             return done
         if time.monotonic() > deadline:
             return compute_here()  # a live claim that never finishes: the same answer, computed here
+        waited = True
         _sleep(POLL_S)
 
 

@@ -39,11 +39,12 @@ _pool: llm.EnginePool | None = None
 
 
 def engine_pool() -> llm.EnginePool:
-    """This worker process's loaded models (each loaded once, n_threads=1)."""
+    """This worker process's loaded models (each loaded once, n_threads=1), prefix states kept under DATA_DIR."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = llm.EnginePool(n_threads=settings.AO["LLM_THREADS"])
+            _pool = llm.EnginePool(n_threads=settings.AO["LLM_THREADS"],
+                                   state_dir=Path(settings.DATA_DIR) / "llm-prefix-states")
         return _pool
 
 

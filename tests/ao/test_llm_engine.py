@@ -127,6 +127,38 @@ def test_prefix_state_from_cache_matches_computed_fresh(engine: LlamaEngine, mod
     assert outcome(warm) == outcome(cold) == outcome(recomputed)
 
 
+def test_a_prefix_state_kept_on_disk_restores_in_another_engine_with_the_same_outcome(
+    model: tuple[Path, str], tmp_path: Path,
+) -> None:
+    """Another worker (here: another engine), or this one restarted, restores the kept state instead of computing
+    the prefix again, and completes exactly as if it had; a rotten file is computed again and kept anew."""
+    path, sha = model
+    states = tmp_path / "states"
+    first = LlamaEngine(path, expected_sha256=sha, n_ctx=N_CTX, n_threads=1, state_dir=states)
+    try:
+        computed = first.complete(request())
+    finally:
+        first.close()
+    [kept] = list(states.iterdir())
+    second = LlamaEngine(path, expected_sha256=sha, n_ctx=N_CTX, n_threads=2, state_dir=states)
+    try:
+        restored = second.complete(request())
+    finally:
+        second.close()
+    assert not computed.prefix_reused and restored.prefix_reused
+    assert outcome(restored) == outcome(computed) and restored.logits_sha256 == computed.logits_sha256
+    raw = bytearray(kept.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    kept.write_bytes(bytes(raw))
+    third = LlamaEngine(path, expected_sha256=sha, n_ctx=N_CTX, n_threads=1, state_dir=states)
+    try:
+        again = third.complete(request())
+    finally:
+        third.close()
+    assert not again.prefix_reused and outcome(again) == outcome(computed)
+    assert kept.read_bytes() != bytes(raw)  # kept anew, checksum and all
+
+
 def test_separate_process_gives_identical_output(engine: LlamaEngine, model: tuple[Path, str]) -> None:
     path, sha = model
     script = f"""
