@@ -14,6 +14,7 @@
     .venv/bin/python bench/llm.py                        # writes and uses the tiny test GGUF
     .venv/bin/python bench/llm.py model.gguf             # a real model (one thread)
     .venv/bin/python bench/llm.py --default [--decision] # the default model (materialized from its packages)
+    ... --no-native                                      # skip (iii) (its first run builds llama.cpp, ~7 min)
 """
 
 from __future__ import annotations
@@ -328,7 +329,7 @@ def main() -> None:
             "ratio_including_first": round(first_s / fresh_s, 3),
             "identical_outputs": True,
         },
-        "canonical_vs_native": canonical_vs_native(path, repeats),
+        **({} if "--no-native" in sys.argv else {"canonical_vs_native": canonical_vs_native(path, repeats)}),
         "extension_vs_raw": extension_vs_raw(path, repeats),
         **({"decision_replay": decision_replay(path)} if "--decision" in sys.argv else {}),
     }, indent=2))

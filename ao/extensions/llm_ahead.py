@@ -176,27 +176,35 @@ class _Keeper:
             self.thread.join()
 
 
+def _claimed_run(key: str, holder: str, work: Callable[[], llm.Completion]) -> llm.Completion:
+    """Run `work` under this worker's claim of `key` (renewed while it runs) and store its answer; if it raises,
+    the claim is given back and the error goes on."""
+    started = time.monotonic()
+    try:
+        with _Keeper(key, holder):
+            done = work()
+    except BaseException:
+        models.Completion.objects.filter(key=key, claimed_by=holder).update(
+            state=State.PENDING, claimed_by="", claimed_until=None)
+        raise
+    models.Completion.objects.filter(key=key, claimed_by=holder).update(
+        state=State.DONE, output=to_json(done), claimed_until=None)
+    log.info("completion %s computed in %.1f s", key[:12], time.monotonic() - started)
+    return done
+
+
 def _compute_claimed(row: models.Completion, holder: str, engine_for: Callable[[str, str], llm.LlamaEngine],
                      ) -> llm.Completion | None:
     """Compute a row this worker claimed and store it; None (and the row released or dropped) if it cannot."""
-    started = time.monotonic()
     try:
-        with _Keeper(row.key, holder):
-            done = engine_for(row.model_id, row.model_sha256).complete(request_from(row.request))
-    except HostFault as exc:  # this node's trouble: leave it to whoever asks for it, who will meet it too
+        return _claimed_run(row.key, holder,
+                            lambda: engine_for(row.model_id, row.model_sha256).complete(request_from(row.request)))
+    except HostFault as exc:  # this node's trouble: left to whoever asks for it, who will meet it too
         log.warning("completion %s ahead: %s", row.key, exc)
-        models.Completion.objects.filter(key=row.key, claimed_by=holder).update(
-            state=State.PENDING, claimed_by="", claimed_until=None)
-        return None
     except (AoError, ValueError) as exc:  # a refusal that follows from the request: the asker meets it itself
         log.info("completion %s ahead refused: %s", row.key, exc)
-        models.Completion.objects.filter(key=row.key, claimed_by=holder).delete()
-        return None
-    models.Completion.objects.filter(key=row.key, claimed_by=holder).update(
-        state=State.DONE, output=to_json(done), claimed_until=None)
-    log.info("completion %s (process %s, nonce %s) computed ahead in %.1f s", row.key[:12], row.process_id,
-             row.nonce, time.monotonic() - started)
-    return done
+        models.Completion.objects.filter(key=row.key).delete()
+    return None
 
 
 def compute(key: str, engine_for: Callable[[str, str], llm.LlamaEngine]) -> bool:
@@ -222,17 +230,7 @@ def obtain(key: str, compute_here: Callable[[], llm.Completion], *, wait_s: floa
                 log.info("completion %s: waited %.1f s for another worker", key[:12], time.monotonic() - begun)
             return from_json(row.output)
         if _claim(key, holder):
-            try:
-                done = compute_here()
-                log.info("completion %s computed by the message that asked, in %.1f s", key[:12],
-                         time.monotonic() - begun)
-            except BaseException:
-                models.Completion.objects.filter(key=key, claimed_by=holder).update(
-                    state=State.PENDING, claimed_by="", claimed_until=None)
-                raise
-            models.Completion.objects.filter(key=key, claimed_by=holder).update(
-                state=State.DONE, output=to_json(done), claimed_until=None)
-            return done
+            return _claimed_run(key, holder, compute_here)
         if time.monotonic() > deadline:
             return compute_here()  # a live claim that never finishes: the same answer, computed here
         waited = True
