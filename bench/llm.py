@@ -221,21 +221,25 @@ def extension_vs_raw(path: Path, repeats: int) -> dict[str, object]:
     from ao.compute import batch
     from tests import factories
     from tests.ao.test_cu import send, spawn
-    from tests.conftest import PROBE_SOURCE
+    from tests.conftest import PROBE_COMPUTE_LIMIT, PROBE_SOURCE
 
-    module = modules.publish_module(modules.build_component(PROBE_SOURCE), name="probe")
+    module = modules.publish_module(modules.build_component(PROBE_SOURCE), name="probe",
+                                    extra_tags=[("Compute-Limit", str(PROBE_COMPUTE_LIMIT))])
     owner = factories.user_key()
     pid = spawn(owner, module, [("Extension", "WeaveDrive"), ("Extension", "Llama")])
     services.su_attest(process_id=pid, tx_id=model)
     batch.evaluate_pending(process_id=pid)
-    prefix = "<|im_start|>system\n" + SENTENCE * 40 + "<|im_end|>\n"
+    prefix = "<|im_start|>system\n" + SENTENCE * 30 + "<|im_end|>\n"  # a tag holds at most 3 KiB
     texts = [f"{p} (case {i})" for i in range(repeats + 1) for p in PETITIONS]
 
     def ours(text: str) -> str:
         mid = send(owner, pid, "Complete", text, Model=f"/data/{model}", Prefix=prefix, Grammar=GRADE_GRAMMAR,
                    **{"Max-Tokens": str(GRADE_MAX_TOKENS)})
         batch.evaluate_pending(process_id=pid)
-        return json.loads(models.Result.objects.get(process_id=pid, message_id=mid).body["Output"])["text"]
+        result = models.Result.objects.get(process_id=pid, message_id=mid)
+        if result.error:
+            raise RuntimeError(f"the probe's completion failed: {result.error}")
+        return json.loads(result.body["Output"])["text"]
 
     llama = raw_llama(path)
     llama.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=1 << 30))
