@@ -84,25 +84,8 @@ def main() -> None:
 def _raw_child(path: str, count: int) -> None:
     """In a child process: the default committee's completions through raw llama-cpp-python at its best (the
     grammar, llama-cpp-python's own prefix cache on, one thread), after one warm-up petition; prints the seconds."""
-    import llama_cpp
-
-    sys.path.insert(0, str(ROOT / "policy" / "process"))
-    import fedrules
-    import prompts
-    from llm import raw_llama
-
-    llama = raw_llama(Path(path))
-    llama.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=4 << 30))
+    decide = submit_load.raw_committee(Path(path))
     texts = [p["text"] for p in submit_load._petitions() if p["kind"] in ("sincere", "useful-work")]
-
-    def decide(text: str) -> None:
-        for governor in fedrules.DEFAULT_GOVERNORS:
-            prompt = "".join(t for t, _ in prompts.prefix_parts(governor["order"], governor["examples"]))
-            prompt += "".join(t for t, _ in prompts.petition_parts(text, governor["order"]))
-            grammar = llama_cpp.LlamaGrammar.from_string(prompts.GRAMMARS[governor["order"]], verbose=False)
-            llama.create_completion(prompt, max_tokens=int(fedrules.DEFAULTS["Max-Tokens"]), temperature=0.0,
-                                    grammar=grammar)
-
     decide(texts[0])  # fills the prefix cache
     started = time.perf_counter()
     for text in texts[1:count + 1]:

@@ -264,8 +264,9 @@ def _decisions(base: str, petitions: list[bytes], world: dict[str, Any]) -> dict
             "ratio_vs_raw": round(per_minute * raw_s / 60, 2)}
 
 
-def _raw_seconds_per_decision(model_tx: str) -> float:
-    """The Fed's default committee on a few petitions through raw llama-cpp-python with its prefix cache on."""
+def raw_committee(path: Path) -> Any:
+    """decide(text): the Fed's default committee on one petition through raw llama-cpp-python at its best honest
+    use (the grammar, one thread, llama-cpp-python's own prefix cache on)."""
     import llama_cpp
 
     sys.path.insert(0, str(ROOT / "policy" / "process"))
@@ -274,21 +275,30 @@ def _raw_seconds_per_decision(model_tx: str) -> float:
 
     from llm import raw_llama  # bench/llm.py: the engine's load settings (weight repacking crashes on this CPU)
 
-    path = Path(os.environ["LLAMAFED_DATA_DIR"]) / "weavedrive" / f"{model_tx}.data"  # verified by the worker
     llama = raw_llama(path)
     # llama-cpp-python's own cache: the state after each prompt is saved, and a later prompt restores the longest
     # cached prefix of its tokens (each governor's system prompt and examples) instead of evaluating it again.
     llama.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=4 << 30))
-    texts = [p["text"] for p in _petitions() if p["kind"] in ("sincere", "useful-work")][:RAW_PETITIONS + 1]
-    seconds = []
-    for text in texts:
-        start = time.perf_counter()
+
+    def decide(text: str) -> None:
         for governor in fedrules.DEFAULT_GOVERNORS:
             prompt = "".join(t for t, _ in prompts.prefix_parts(governor["order"], governor["examples"]))
             prompt += "".join(t for t, _ in prompts.petition_parts(text, governor["order"]))
             grammar = llama_cpp.LlamaGrammar.from_string(prompts.GRAMMARS[governor["order"]], verbose=False)
             llama.create_completion(prompt, max_tokens=int(fedrules.DEFAULTS["Max-Tokens"]), temperature=0.0,
                                     grammar=grammar)
+
+    return decide
+
+
+def _raw_seconds_per_decision(model_tx: str) -> float:
+    """The Fed's default committee on a few petitions through raw llama-cpp-python with its prefix cache on."""
+    decide = raw_committee(Path(os.environ["LLAMAFED_DATA_DIR"]) / "weavedrive" / f"{model_tx}.data")  # verified
+    texts = [p["text"] for p in _petitions() if p["kind"] in ("sincere", "useful-work")][:RAW_PETITIONS + 1]
+    seconds = []
+    for text in texts:
+        start = time.perf_counter()
+        decide(text)
         seconds.append(time.perf_counter() - start)
     return statistics.mean(seconds[1:])  # the first filled the cache
 
