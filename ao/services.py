@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from ao import limits, models
-from ao.effects import keys
+from ao.effects import bulk, keys
 from ao.effects.stores import embedded_store
 from ao.errors import (
     AoError,
@@ -232,21 +232,27 @@ def _bulk_assign(
             out[index] = UnknownProcess(f"no process {schedulable.process_id} on this scheduler")
         else:
             accepted.append((index, item, locked[schedulable.process_id]))
-    entries = store.save_items([item for _, item, _ in accepted], block=latest)
+    seqs = store.insert_items([item for _, item, _ in accepted], block=latest)
     models.Process.objects.bulk_create(new_processes)
     models.Evaluation.objects.bulk_create(_new_cursor(p.id) for p in new_processes)
     floors = _source_times([item for _, item, _ in accepted])
     assignments = [
-        _next_slot(process, entry, key, latest or 0, floors.get(entry.id, 0))
-        for entry, (_, _, process) in zip(entries, accepted)
+        _next_slot(process, item.id, seq, key, latest or 0, floors.get(item.id, 0))
+        for seq, (_, item, process) in zip(seqs, accepted)
     ]
-    models.Assignment.objects.bulk_create(assignments)
+    bulk.insert_rows(models.Assignment, ASSIGNMENT_COLUMNS, [
+        (a.id, a.process_id, a.nonce, a.epoch, a.message_id, a.hash_chain, a.block_height, a.timestamp, a.raw)
+        for a in assignments])
     touched = {p.id: p for _, _, p in accepted if p not in new_processes}
     models.Process.objects.bulk_update(
         [*touched.values(), *new_processes], ["next_nonce", "last_assignment", "last_hash_chain", "last_timestamp"]
     )
     for assignment, (index, _, _) in zip(assignments, accepted):
         out[index] = assignment
+
+
+ASSIGNMENT_COLUMNS = ("id", "process_id", "nonce", "epoch", "message_id", "hash_chain", "block_height", "timestamp",
+                      "raw")
 
 
 def _assign_one_by_one(
@@ -304,7 +310,8 @@ def _append(
     process: models.Process, entry: models.Entry, key: Ed25519Key, height: int, floor: int = 0,
 ) -> models.Assignment:
     """Write the next slot of a locked process's log."""
-    assignment = _next_slot(process, entry, key, height, floor)
+    assignment = _next_slot(process, entry.id, entry.pk, key, height, floor)
+    assignment.message = entry
     assignment.save(force_insert=True)
     process.save(update_fields=["next_nonce", "last_assignment", "last_hash_chain", "last_timestamp"])
     return assignment
@@ -337,7 +344,7 @@ def _source_times(items: Sequence[dataitem.DataItem]) -> dict[str, int]:
 
 
 def _next_slot(
-    process: models.Process, entry: models.Entry, key: Ed25519Key, height: int, floor: int = 0,
+    process: models.Process, message_id: str, message_seq: int, key: Ed25519Key, height: int, floor: int = 0,
 ) -> models.Assignment:
     """The signed assignment for the next nonce of a locked process; advances the process head in memory."""
     nonce = process.next_nonce
@@ -350,7 +357,7 @@ def _next_slot(
     item = su.build_assignment(
         key,
         process_id=process.id,
-        message_id=entry.id,
+        message_id=message_id,
         epoch=process.epoch,
         nonce=nonce,
         hash_chain=hash_chain,
@@ -364,7 +371,7 @@ def _next_slot(
         process=process,
         nonce=nonce,
         epoch=process.epoch,
-        message=entry,
+        message_id=message_seq,
         hash_chain=hash_chain,
         block_height=height,
         timestamp=timestamp,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,63 +217,116 @@ def _replay(record: Any, report: VerifyReport, progress: Callable[[int, int], No
     window_start = 0
     instance_key = f"verify/{process_id}"
     nonce = 0
-    while nonce < evaluated:
-        end = min(nonce + PAGE, evaluated)
-        results = record.results(nonce, end)
-        for slot in record.slots(nonce, end):
-            if slot.nonce != nonce:
-                raise _Diverged(Divergence(nonce, "log", f"slot {nonce}", f"slot {slot.nonce} (a gap)"))
-            signed, item, signer = _check_slot(slot, process_id, expected_chain, previous_time)
-            if nonce == 0:
-                scheduler = item.tag("Scheduler") or ""  # every assignment must be signed by the spawn's scheduler
-            if signer != scheduler:
-                raise _Diverged(Divergence(nonce, "assignment signer", scheduler, signer))
-            if nonce == 0:
-                pctx = context_from_spawn(process_id, item)
-                origins = _VerifyOrigins(process_id, pctx.trusted_pushers, record.sources, report)
-                if pctx.module_format == CORE64_FORMAT and not pctx.invalid:
-                    core = CoreProcess.create(
-                        CoreModuleRuntime(cache_dir=Path(settings.AO["BUILD_CACHE"]) / "core64"),
-                        load_module(pctx.module_id), memory_limit_bytes=pctx.memory_limit)
-                    checkpoints = record.checkpoints()
-            assert pctx is not None and origins is not None
-            expected_chain = su.next_hash_chain(signed.id, signed.hash_chain)
-            previous_time = signed.timestamp
-            if core is None:
-                replayed = evaluate_message(runtime, pctx, state, signed, state_hash, origins=origins,
-                                            instance_key=instance_key, fresh=nonce == window_start,
-                                            admissions=admissions)
-                if replayed.error or (nonce + 1) % pctx.window == 0:
-                    window_start = nonce + 1
-            else:
-                replayed = evaluate_core_message(core, pctx, signed, state_hash, origins=origins)
-            _compare(nonce, results.get(nonce), replayed, item, pctx, report)
-            admissions.saw(nonce=nonce, block_height=signed.block_height, item_tags=list(item.tags),
-                           signer=item.owner_address)
-            if core is not None and nonce in checkpoints:
-                memory = core.take_snapshot().sha256()
-                if memory != checkpoints[nonce]:
-                    raise _Diverged(Divergence(nonce, "memory checkpoint", checkpoints[nonce], memory))
-            state_hash = replayed.state_hash
-            nonce += 1
-            report.checked = nonce
-            if progress is not None and (nonce % 100 == 0 or nonce == evaluated):
-                progress(nonce, evaluated)
-        if nonce < end:
-            raise _Diverged(Divergence(nonce, "log", f"slot {nonce}", "missing"))
+    with _Prechecker() as checker:
+        while nonce < evaluated:
+            end = min(nonce + PAGE, evaluated)
+            results = record.results(nonce, end)
+            for slot, pre in checker.checked(list(record.slots(nonce, end))):
+                if slot.nonce != nonce:
+                    raise _Diverged(Divergence(nonce, "log", f"slot {nonce}", f"slot {slot.nonce} (a gap)"))
+                signed, item, signer = _check_slot(slot, process_id, expected_chain, previous_time, pre)
+                if nonce == 0:
+                    scheduler = item.tag("Scheduler") or ""  # every assignment must be signed by the spawn's scheduler
+                if signer != scheduler:
+                    raise _Diverged(Divergence(nonce, "assignment signer", scheduler, signer))
+                if nonce == 0:
+                    pctx = context_from_spawn(process_id, item)
+                    origins = _VerifyOrigins(process_id, pctx.trusted_pushers, record.sources, report)
+                    if pctx.module_format == CORE64_FORMAT and not pctx.invalid:
+                        core = CoreProcess.create(
+                            CoreModuleRuntime(cache_dir=Path(settings.AO["BUILD_CACHE"]) / "core64"),
+                            load_module(pctx.module_id), memory_limit_bytes=pctx.memory_limit)
+                        checkpoints = record.checkpoints()
+                assert pctx is not None and origins is not None
+                expected_chain = su.next_hash_chain(signed.id, signed.hash_chain)
+                previous_time = signed.timestamp
+                if core is None:
+                    replayed = evaluate_message(runtime, pctx, state, signed, state_hash, origins=origins,
+                                                instance_key=instance_key, fresh=nonce == window_start,
+                                                admissions=admissions, item=item)
+                    if replayed.error or (nonce + 1) % pctx.window == 0:
+                        window_start = nonce + 1
+                else:
+                    replayed = evaluate_core_message(core, pctx, signed, state_hash, origins=origins, item=item)
+                _compare(nonce, results.get(nonce), replayed, item, pctx, report)
+                admissions.saw(nonce=nonce, block_height=signed.block_height, item_tags=list(item.tags),
+                               signer=item.owner_address)
+                if core is not None and nonce in checkpoints:
+                    memory = core.take_snapshot().sha256()
+                    if memory != checkpoints[nonce]:
+                        raise _Diverged(Divergence(nonce, "memory checkpoint", checkpoints[nonce], memory))
+                state_hash = replayed.state_hash
+                nonce += 1
+                report.checked = nonce
+                if progress is not None and (nonce % 100 == 0 or nonce == evaluated):
+                    progress(nonce, evaluated)
+            if nonce < end:
+                raise _Diverged(Divergence(nonce, "log", f"slot {nonce}", "missing"))
     if core is None:
         report.state_compared = _compare_state(record, state, evaluated)
 
 
+@dataclass(frozen=True)
+class _Pre:
+    """A slot's two items parsed and their signatures checked (``_Prechecker``): an item, or why it did not parse."""
+
+    assignment: dataitem.DataItem | None
+    assignment_error: str
+    assignment_signed: bool
+    message: dataitem.DataItem | None
+    message_error: str
+    message_signed: bool
+
+
+def _precheck(slot: Slot) -> _Pre:
+    parsed: list[tuple[dataitem.DataItem | None, str, bool]] = []
+    for raw in (slot.assignment_raw, slot.message_raw):
+        if raw is None:
+            parsed.append((None, "", False))
+            continue
+        try:
+            item = dataitem.parse(raw)
+        except dataitem.DataItemError as exc:
+            parsed.append((None, str(exc)[:200], False))
+            continue
+        parsed.append((item, "", dataitem.verify(item)))
+    return _Pre(*parsed[0], *parsed[1])
+
+
+class _Prechecker:
+    """Parses slots and checks their signatures on a helper thread while this one replays the slots before them.
+
+    The two halves of a slot's work wait on different things: signature checks on libsodium, replay on wasmtime,
+    and both release the GIL meanwhile, so on two cores they overlap. Only pure work runs on the helper; every
+    verdict is still drawn in nonce order by ``_check_slot``.
+    """
+
+    CHUNK = 50
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-signatures")
+
+    def __enter__(self) -> _Prechecker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def checked(self, slots: list[Slot]) -> Iterator[tuple[Slot, _Pre]]:
+        chunks = [slots[i:i + self.CHUNK] for i in range(0, len(slots), self.CHUNK)]
+        futures = [self._pool.submit(lambda chunk: [_precheck(slot) for slot in chunk], c) for c in chunks]
+        for chunk, future in zip(chunks, futures):
+            yield from zip(chunk, future.result())
+
+
 def _check_slot(slot: Slot, process_id: str, expected_chain: str,
-                previous_time: int) -> tuple[_Signed, dataitem.DataItem, str]:
+                previous_time: int, pre: _Pre) -> tuple[_Signed, dataitem.DataItem, str]:
     """The slot as signed, after every check of its assignment and message; the message item; the assignment's signer."""
     nonce = slot.nonce
-    try:
-        assignment = dataitem.parse(slot.assignment_raw)
-    except dataitem.DataItemError as exc:
-        raise _Diverged(Divergence(nonce, "assignment damaged", "a signed assignment item", str(exc)[:200])) from None
-    if not dataitem.verify(assignment):
+    assignment = pre.assignment
+    if assignment is None:
+        raise _Diverged(Divergence(nonce, "assignment damaged", "a signed assignment item", pre.assignment_error))
+    if not pre.assignment_signed:
         raise _Diverged(Divergence(nonce, "assignment signature", "a valid signature", "the signature does not verify"))
     tags = dict(assignment.tags)
     try:
@@ -300,11 +354,10 @@ def _check_slot(slot: Slot, process_id: str, expected_chain: str,
                                        f"{value} (signed by the scheduler)", f"{slot.columns.get(column)} (the record)"))
     if slot.message_raw is None:
         raise _Diverged(Divergence(nonce, "message missing", signed.message_id, "no stored item"))
-    try:
-        item = dataitem.parse(slot.message_raw)
-    except dataitem.DataItemError as exc:
-        raise _Diverged(Divergence(nonce, "message damaged", signed.message_id, str(exc)[:200])) from None
-    if not dataitem.verify(item):
+    item = pre.message
+    if item is None:
+        raise _Diverged(Divergence(nonce, "message damaged", signed.message_id, pre.message_error))
+    if not pre.message_signed:
         raise _Diverged(Divergence(nonce, "message signature", f"{signed.message_id} signed by its owner",
                                    "the signature does not verify (its tags, data or signature were changed)"))
     if item.id != signed.message_id:

@@ -1,114 +1,211 @@
-"""Ledger transfers per second end to end (scheduled, evaluated in WebAssembly, committed with their notices
-recorded) vs the same handler run natively in Python, in one run; the notices' delivery rate and latency;
-then replay-verify speed.
+"""Ledger transfers per second end to end vs the same handler run natively in Python, in one run; then replay-verify.
 
-    .venv/bin/python bench/transfers.py [N] [BATCH]  # SQLite; BATCH items per scheduling transaction
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/x .venv/bin/python bench/transfers.py [N]
+End to end is the whole path of a transfer: the messenger's intake schedules it (signature checked, signed
+assignment), a compute-unit worker evaluates it in WebAssembly and commits the result, and the messenger delivers
+its two notices (signed items kept in the store for the wallets). As deployed, three processes share the machine:
+this one is the intake, a child evaluates, another child delivers. The baseline is the ledger's own handler run
+natively over the same messages with a dict for its state. Replay-verify rebuilds the process from its signed log.
+Then each phase runs alone on a second process (schedule, evaluate, deliver), timed, and with ``--profile`` each
+phase's time is split by where it went (signature checks, wasm calls, database, serialisation, the rest).
+
+    .venv/bin/python bench/transfers.py [N] [BATCH] [--profile]   # SQLite; BATCH items per scheduling transaction
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/x .venv/bin/python bench/transfers.py [N] [BATCH]
 """
 
 from __future__ import annotations
 
+import cProfile
 import json
 import os
+import pstats
+import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 from _setup import ROOT, django_ready
 
-N = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1] != "--evaluate" else 2000
-BATCH = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[1] != "--evaluate" else 1
+ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
+PROFILE = "--profile" in sys.argv
+N = int(ARGS[0]) if ARGS else 2000
+BATCH = int(ARGS[1]) if len(ARGS) > 1 else 100
+RECIPIENTS = 50
 
 
 def main() -> None:
     django_ready()
     from django.db import connection
 
-    from ao import services, verify
-    from ao.compute import batch, pushes
-    from ao.compute.context import process_context
-    from ao.permaweb import dataitem
-    from ao.permaweb.wallet import Ed25519Key
-    from ao.units import su
-    from ledger import services as ledger_services
+    from ao import models, verify
 
-    owner = Ed25519Key.generate()
-    module_id = ledger_services.ledger_module_id()
-    spawn = dataitem.create_data_item(owner, b"", tags=services.spawn_tags(module_id, [("Ticker", "BENCH")]), anchor=os.urandom(32))
-    services.su_schedule(raw=spawn.serialize())
-    pid = spawn.id
+    setup = _Setup()
+    pid, raws = setup.ledger("BENCH")
 
-    def message(tags: list[tuple[str, str]]) -> bytes:
-        return dataitem.create_data_item(owner, b"", target=pid, anchor=os.urandom(32), tags=[
-            ("Data-Protocol", "ao"), ("Variant", su.VARIANT), ("Type", "Message"), *tags]).serialize()
-
-    services.su_schedule(raw=message([("Action", "Mint"), ("Quantity", str(10**15))]))
-    batch.evaluate_pending(process_id=pid)  # warm: compile (cached), instance, spawn, mint
-    pushes.deliver_pending()
-    recipients = [Ed25519Key.generate().address for _ in range(50)]
-    # Users sign their own messages: signing is not part of the unit's work.
-    raws = [message([("Action", "Transfer"), ("Recipient", recipients[i % 50]), ("Quantity", "1")]) for i in range(N)]
-
-    # Pipelined: an evaluator process (a CU worker) runs alongside the scheduler, as deployed.
-    import subprocess
-
-    from ao import models as m
+    # Pipelined, as deployed: this process is the messenger's intake; one child evaluates, one delivers.
+    stored_before = _stored(pid)
     connection.close()
-    evaluator = subprocess.Popen(
-        [sys.executable, __file__, "--evaluate", pid, str(N + 2)],
-        env={**os.environ, "DATABASE_URL": _database_url(connection)},
-    )
-    time.sleep(1.0)  # let it import and warm its instance
-    tp0 = time.perf_counter()
-    for start in range(0, N, max(BATCH, 1)):
-        out = services.su_schedule_batch(raws=raws[start:start + max(BATCH, 1)])
-        assert all(not isinstance(a, Exception) for a in out)
-    while m.Result.objects.filter(process_id=pid).count() < N + 2:
-        time.sleep(0.01)
-    tp1 = time.perf_counter()
-    evaluator.wait(timeout=600)
-    tp2 = time.perf_counter()
-    pipelined, pipelined_delivered = N / (tp1 - tp0), N / (tp2 - tp0)
+    env = {**os.environ, "DATABASE_URL": _database_url(connection), "LLAMAFED_BENCH_CHILD": "1"}
+    children = [subprocess.Popen([sys.executable, __file__, role, pid, str(target)], env=env)
+                for role, target in (("--evaluate", N + 2), ("--deliver", stored_before + 2 * N))]
+    time.sleep(2.0)  # let them import and warm up (the evaluator compiles nothing: the module is cached)
+    t0 = time.perf_counter()
+    for start in range(0, N, BATCH):
+        out = setup.services.su_schedule_batch(raws=raws[start:start + BATCH])
+        assert all(not isinstance(a, Exception) for a in out), out
+    scheduled = time.perf_counter()
+    while models.Result.objects.filter(process_id=pid).count() < N + 2:
+        time.sleep(0.005)
+    evaluated = time.perf_counter()
+    while _stored(pid) < stored_before + 2 * N:
+        time.sleep(0.005)
+    delivered = time.perf_counter()
+    for child in children:
+        child.wait(timeout=600)
+        assert child.returncode == 0, child.returncode
     latencies = sorted(_delivery_latencies_ms(pid))
 
-    # Serial phases on a second process, each timed alone.
-    spawn2 = dataitem.create_data_item(owner, b"", tags=services.spawn_tags(module_id, [("Ticker", "BENCH2")]), anchor=os.urandom(32))
-    services.su_schedule(raw=spawn2.serialize())
-    pid = spawn2.id
-    services.su_schedule(raw=message([("Action", "Mint"), ("Quantity", str(10**15))]))
-    batch.evaluate_pending(process_id=pid)
-    pushes.deliver_pending()
-    raws = [message([("Action", "Transfer"), ("Recipient", recipients[i % 50]), ("Quantity", "1")]) for i in range(N)]
+    native_per_s = _native_rate(pid)
 
-    t0 = time.perf_counter()
-    if BATCH > 1:  # the messenger hands the scheduler BATCH items per transaction
-        for start in range(0, N, BATCH):
-            out = services.su_schedule_batch(raws=raws[start:start + BATCH])
-            assert all(not isinstance(a, Exception) for a in out)
-    else:
-        for raw in raws:
-            services.su_schedule(raw=raw)
-    t1 = time.perf_counter()
-    evaluated = batch.evaluate_pending(process_id=pid)
-    t2 = time.perf_counter()
-    assert evaluated == N, evaluated
-    delivered = pushes.deliver_pending(process_id=pid, limit=10 * N)
-    t2d = time.perf_counter()
-    assert delivered.stored == 2 * N, delivered  # a Debit-Notice and a Credit-Notice per transfer, to wallets
+    connection.close()
+    c0, t5 = time.process_time(), time.perf_counter()
+    report = verify.verify_process(process_id=pid)
+    t6, c1 = time.perf_counter(), time.process_time()
+    assert report.ok, report.divergence
+    replay_per_s = report.checked / (t6 - t5)
 
-    # Baseline: the same handler, natively, over the same message and env JSON, with a dict host.
+    phases = setup.serial_phases()
+    e2e = N / (delivered - t0)
+    print(json.dumps({
+        "database": connection.vendor,
+        "transfers": N,
+        "schedule_batch": BATCH,
+        "native_handler_per_s": round(native_per_s),
+        "end_to_end_pipelined_per_s": round(e2e),
+        "end_to_end_pipelined_vs_native": round(native_per_s / e2e, 2),
+        "replay_verify_per_s": round(replay_per_s),
+        "replay_verify_vs_native": round(native_per_s / replay_per_s, 2),
+        "replay_verify_cpu_us_per_message": round((c1 - c0) * 1e6 / report.checked),
+        "pipelined_intake_done_s": round(scheduled - t0, 2),
+        "pipelined_results_committed_s": round(evaluated - t0, 2),
+        "pipelined_notices_delivered_s": round(delivered - t0, 2),
+        "pipelined_notice_latency_ms": {"p50": _pct(latencies, 50), "p99": _pct(latencies, 99),
+                                        "max": latencies[-1] if latencies else None},
+        "serial_phases": phases,
+    }, indent=2))
+
+
+class _Setup:
+    """A signer, the ledger module, and freshly spawned, funded ledgers with N signed transfers ready for each."""
+
+    def __init__(self) -> None:
+        from ao import services
+        from ao.permaweb.wallet import Ed25519Key
+        from ledger import services as ledger_services
+
+        self.services = services
+        self.owner = Ed25519Key.generate()
+        self.module_id = ledger_services.ledger_module_id()
+        self.recipients = [Ed25519Key.generate().address for _ in range(RECIPIENTS)]
+
+    def ledger(self, ticker: str) -> tuple[str, list[bytes]]:
+        from ao.compute import batch, pushes
+        from ao.permaweb import dataitem
+
+        spawn = dataitem.create_data_item(self.owner, b"", anchor=os.urandom(32),
+                                          tags=self.services.spawn_tags(self.module_id, [("Ticker", ticker)]))
+        self.services.su_schedule(raw=spawn.serialize())
+        pid = spawn.id
+        self.services.su_schedule(raw=self._message(pid, [("Action", "Mint"), ("Quantity", str(10**15))]))
+        batch.evaluate_pending(process_id=pid)  # warm: compile (cached), instance, spawn, mint
+        pushes.deliver_pending()
+        # Users sign their own messages: signing them is not the units' work.
+        raws = [self._message(pid, [("Action", "Transfer"), ("Recipient", self.recipients[i % RECIPIENTS]),
+                                    ("Quantity", "1")]) for i in range(N)]
+        return pid, raws
+
+    def _message(self, pid: str, tags: list[tuple[str, str]]) -> bytes:
+        from ao.permaweb import dataitem
+        from ao.units import su
+
+        return dataitem.create_data_item(self.owner, b"", target=pid, anchor=os.urandom(32), tags=[
+            ("Data-Protocol", "ao"), ("Variant", su.VARIANT), ("Type", "Message"), *tags]).serialize()
+
+    def serial_phases(self) -> dict[str, Any]:
+        """Each phase alone on a second ledger: wall and CPU time per transfer, and with --profile where it went."""
+        from ao.compute import batch, pushes
+
+        pid, raws = self.ledger("BENCH2")
+        out: dict[str, Any] = {}
+
+        def schedule() -> None:
+            for start in range(0, N, BATCH):
+                self.services.su_schedule_batch(raws=raws[start:start + BATCH])
+
+        def evaluate() -> None:
+            assert batch.evaluate_pending(process_id=pid) == N
+
+        def deliver() -> None:
+            assert pushes.deliver_pending(process_id=pid, limit=10 * N).stored == 2 * N
+
+        for name, phase in (("schedule", schedule), ("evaluate_commit", evaluate), ("deliver_2_notices", deliver)):
+            out[name] = _timed(phase)
+        return out
+
+
+def _timed(phase: Callable[[], None]) -> dict[str, Any]:
+    profiler = cProfile.Profile() if PROFILE else None
+    c0, t0 = time.process_time(), time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
+    phase()
+    if profiler is not None:
+        profiler.disable()
+    t1, c1 = time.perf_counter(), time.process_time()
+    timing: dict[str, Any] = {"per_s": round(N / (t1 - t0)), "cpu_us_per_transfer": round((c1 - c0) * 1e6 / N)}
+    if profiler is not None:
+        timing["profile_share"] = _where(profiler)
+    return timing
+
+
+# Where a phase's time went, by the function it was spent in (tottime), first matching rule wins.
+_KINDS = (
+    ("signatures", ("crypto_sign", "_sodium", "ed25519", "_rust.openssl", "rsa")),
+    ("wasm", ("wasmtime_component_func_call", "wasm_fastcall", "wasmtime")),
+    ("database", ("sqlite3", "psycopg", "SQLiteCursorWrapper", "django/db", "effects/bulk")),
+    ("serialisation", ("json", "tags.py", "deephash", "dataitem.py", "b64", "hashlib", "_hashlib")),
+)
+
+
+def _where(profiler: cProfile.Profile) -> dict[str, float]:
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    totals: dict[str, float] = {kind: 0.0 for kind, _ in _KINDS} | {"other": 0.0}
+    for (filename, _line, name), (_cc, _nc, tottime, _ct, _callers) in stats.items():
+        where = f"{filename}:{name}"
+        kind = next((k for k, needles in _KINDS if any(n in where for n in needles)), "other")
+        totals[kind] += tottime
+    whole = sum(totals.values()) or 1.0
+    return {kind: round(value / whole, 3) for kind, value in totals.items()}
+
+
+def _native_rate(pid: str) -> float:
+    """The same handler natively, over the same message and env JSON, with a dict host: messages per second."""
     sys.path[:0] = [str(ROOT / "ledger" / "process"), str(ROOT / "ao" / "sdk")]
     from process_main import process  # type: ignore[import-not-found]
 
     from ao import models
+    from ao.compute.context import process_context
+    from ao.permaweb import dataitem
+    from ao.units import cu
 
     class DictHost:
         def __init__(self) -> None:
-            self.d: dict[str, bytes] = {}
+            self.d: dict[str, str] = {}
 
-        def get(self, k: str) -> bytes | None:
+        def get(self, k: str) -> str | None:
             return self.d.get(k)
 
-        def set(self, k: str, v: bytes) -> None:
+        def set(self, k: str, v: str) -> None:
             self.d[k] = v
 
         def delete(self, k: str) -> None:
@@ -121,45 +218,27 @@ def main() -> None:
             pass
 
     pctx = process_context(pid)
-    from ao.units import cu
-
     inputs = []
     for a in models.Assignment.objects.filter(process_id=pid).select_related("message").order_by("nonce"):
         item = dataitem.parse(bytes(a.message.raw))
         slot = cu.Slot(pid, a.nonce, a.epoch, a.timestamp, a.block_height, a.hash_chain)
         inputs.append(cu.canonical(cu.message_json(item, slot, genuine_push=False)).decode())
     host = DictHost()
-    t3 = time.perf_counter()
-    for msg in inputs:
-        process.handle(host, msg, pctx.env_json)
-    t4 = time.perf_counter()
-    native_per_s = len(inputs) / (t4 - t3)
+    elapsed = 0.0
+    for msg in inputs:  # only the handler is timed; its writes are applied outside the clock, so it sees its state
+        t0 = time.perf_counter()
+        out = process.handle(host, msg, pctx.env_json)
+        elapsed += time.perf_counter() - t0
+        for key, value in (json.loads(out).get("Writes") or {}).items():
+            host.delete(key) if value is None else host.set(key, value)
+    assert '"Debit-Notice"' in out, out  # the transfers really moved tokens (no refusal path)
+    return len(inputs) / elapsed
 
-    t5 = time.perf_counter()
-    report = verify.verify_process(process_id=pid)
-    t6 = time.perf_counter()
-    assert report.ok, report.divergence
 
-    schedule_s, evaluate_s = t1 - t0, t2 - t1
-    end_to_end = N / (schedule_s + evaluate_s)
-    wasm_only = N / evaluate_s
-    print(json.dumps({
-        "database": connection.vendor,
-        "transfers": N,
-        "schedule_batch": BATCH,
-        "schedule_per_s": round(N / schedule_s),
-        "evaluate_commit_per_s": round(wasm_only),
-        "end_to_end_serial_per_s": round(end_to_end),
-        "end_to_end_pipelined_per_s": round(pipelined),
-        "pipelined_with_notices_delivered_per_s": round(pipelined_delivered),
-        "notices_delivered_per_s": round(2 * N / (t2d - t2)),
-        "pipelined_notice_latency_ms": {"p50": _pct(latencies, 50), "p99": _pct(latencies, 99),
-                                        "max": latencies[-1] if latencies else None},
-        "native_handler_per_s": round(native_per_s),
-        "evaluate_vs_native_ratio": round(native_per_s / wasm_only, 2),
-        "pipelined_vs_native_ratio": round(native_per_s / pipelined, 2),
-        "replay_verify_per_s": round(report.checked / (t6 - t5)),
-    }, indent=2))
+def _stored(pid: str) -> int:
+    from ao import models
+
+    return models.Push.objects.filter(process_id=pid, state=models.Push.State.STORED).count()
 
 
 def _database_url(connection: object) -> str:
@@ -183,25 +262,27 @@ def _pct(values: list[int], q: int) -> int | None:
     return values[min(len(values) - 1, len(values) * q // 100)] if values else None
 
 
-def evaluate_until(pid: str, total: int) -> None:
-    """The worker process: evaluate as messages arrive, and deliver the notices, until all is done."""
-    os.environ["LLAMAFED_BENCH_CHILD"] = "1"
+def child(role: str, pid: str, target: int) -> None:
+    """A worker process: evaluate as messages arrive, or deliver the notices as results commit, until `target`."""
     django_ready()
     from ao import models
     from ao.compute import batch, pushes
 
     while True:
-        done = models.Result.objects.filter(process_id=pid).count() >= total
-        evaluated = batch.evaluate_process(process_id=pid, force=True).evaluated
-        report = pushes.deliver_pending(process_id=pid)
-        if done and not evaluated and not (report.delivered or report.stored):
-            return
-        if not evaluated and not report.stored:
-            time.sleep(0.005)
+        if role == "--evaluate":
+            if models.Result.objects.filter(process_id=pid).count() >= target:
+                return
+            busy = batch.evaluate_process(process_id=pid, force=True).evaluated
+        else:
+            if _stored(pid) >= target:
+                return
+            busy = pushes.deliver_pending(process_id=pid).stored
+        if not busy:
+            time.sleep(0.002)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--evaluate":
-        evaluate_until(sys.argv[2], int(sys.argv[3]))
+    if len(sys.argv) > 1 and sys.argv[1] in ("--evaluate", "--deliver"):
+        child(sys.argv[1], sys.argv[2], int(sys.argv[3]))
     else:
         main()

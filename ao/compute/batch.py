@@ -298,7 +298,8 @@ def _insert_results(process_id: str, results: list[Evaluated]) -> None:
     """The batch's Result rows in as few statements as the database allows (the commit's largest write)."""
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     bulk.insert_rows(models.Result, RESULT_COLUMNS, (
-        (process_id, r.nonce, r.message_id, json.dumps(r.body), r.error, r.gas_used, r.state_hash,
+        (process_id, r.nonce, r.message_id, r.body_json.decode("utf-8") if r.body_json else json.dumps(r.body),
+         r.error, r.gas_used, r.state_hash,
          json.dumps(list(r.logs)), None if r.undo is None else json.dumps(r.undo), r.pushed_for, r.origin, now)
         for r in results
     ))

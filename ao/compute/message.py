@@ -54,6 +54,7 @@ class Evaluated:
     origin: str = ""  # the outbox entry a genuine push carries ("process/nonce/index")
     # completions the message hinted a later one will ask for ((model tx, request), llm.prefetch): not history
     hints: tuple[tuple[str, Any], ...] = ()
+    body_json: bytes = b""  # cu.canonical(body): what the state hash covers and the record keeps
 
 
 def error_body(error: str) -> dict[str, Any]:
@@ -62,10 +63,12 @@ def error_body(error: str) -> dict[str, Any]:
 
 
 def message_json_for(
-    pctx: ProcessContext, assignment: models.Assignment, origins: Origins,
+    pctx: ProcessContext, assignment: models.Assignment, origins: Origins, item: dataitem.DataItem | None = None,
 ) -> tuple[dataitem.DataItem, str, Origin | None]:
-    """(the item, canonical msg JSON, its origin if it is a genuine push) of a scheduled message."""
-    item = dataitem.parse(bytes(assignment.message.raw))
+    """(the item, canonical msg JSON, its origin if it is a genuine push) of a scheduled message; `item` is the
+    message already parsed from ``assignment.message.raw``, when the caller has it."""
+    if item is None:
+        item = dataitem.parse(bytes(assignment.message.raw))
     slot = cu.Slot(
         process_id=pctx.process_id, nonce=assignment.nonce, epoch=assignment.epoch, timestamp=assignment.timestamp,
         block_height=assignment.block_height, hash_chain=assignment.hash_chain,
@@ -101,9 +104,11 @@ def _outcome(
             writes = {}
     if calls:
         body["Calls"] = calls  # every completion's request, model, params, raw output, token counts
+    body_json = cu.canonical(body)
     return Evaluated(
-        nonce=assignment.nonce, message_id=item.id, body=body, error=error or "", gas_used=gas,
-        state_hash=cu.next_state_hash(previous_hash, assignment.nonce, writes, body), logs=logs, outbox=outbox,
+        nonce=assignment.nonce, message_id=item.id, body=body, error=error or "", gas_used=gas, body_json=body_json,
+        state_hash=cu.next_state_hash(previous_hash, assignment.nonce, writes, body, result_json=body_json),
+        logs=logs, outbox=outbox,
         pushed_for=mu.pushed_for(item.tags, item.id, origin is not None) if outbox else "", undo=undo,
         host_calls=len(calls or ()), origin=origin.key if origin is not None else "", hints=() if error else hints,
     )
@@ -122,14 +127,16 @@ def evaluate_message(
     admissions: weavedrive.Admissions | None = None,
     timeout_s: float | None = None,
     ahead: bool = False,
+    item: dataitem.DataItem | None = None,
 ) -> Evaluated:
     """Evaluate one scheduled message of a component process against `state`.
 
     ``ahead``: the compute unit's live evaluation, which shares completions computed ahead (``llm_ahead``) and
     collects the message's hints; replay and window rebuilds leave it off and compute every completion.
+    ``item``: the message already parsed (replay has it).
     """
     timeout_s = timeout_s or MESSAGE_WALL_S
-    item, msg_json, origin = message_json_for(pctx, assignment, origins)
+    item, msg_json, origin = message_json_for(pctx, assignment, origins, item)
     if pctx.invalid:
         return _outcome(assignment, item, origin, previous_hash, body=None, error=pctx.invalid, gas=0, logs=(),
                         state=state, keep_undo=False)
@@ -175,11 +182,11 @@ def evaluate_message(
 
 def evaluate_core_message(
     core: CoreProcess, pctx: ProcessContext, assignment: models.Assignment, previous_hash: str, *,
-    origins: Origins, timeout_s: float | None = None,
+    origins: Origins, timeout_s: float | None = None, item: dataitem.DataItem | None = None,
 ) -> Evaluated:
     """Evaluate one message of a core (memory64) process; its state is the live memory."""
     timeout_s = timeout_s or MESSAGE_WALL_S
-    item, msg_json, origin = message_json_for(pctx, assignment, origins)
+    item, msg_json, origin = message_json_for(pctx, assignment, origins, item)
     if pctx.invalid:
         return _outcome(assignment, item, origin, previous_hash, body=None, error=pctx.invalid, gas=0, logs=(),
                         state=None, keep_undo=False)

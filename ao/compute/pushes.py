@@ -98,15 +98,34 @@ def deliver_pending(*, process_id: str | None = None, limit: int = DELIVER_LIMIT
         models.Push.objects.filter(_unclaimed(), id__in=ids, state=models.Push.State.PENDING).update(
             claimed_by=holder, claimed_until=timezone.now() + timedelta(seconds=_claim_s()), attempts=F("attempts") + 1
         )
-        rows = list(models.Push.objects.filter(id__in=ids, claimed_by=holder, state=models.Push.State.PENDING)
-                    .select_related("process").order_by("process_id", "nonce", "index"))
+        rows = [_Row(*values) for values in models.Push.objects.filter(
+            id__in=ids, claimed_by=holder, state=models.Push.State.PENDING).order_by(
+            "process_id", "nonce", "index").values_list(*_Row.COLUMNS)]
         taken += len(ids)
         if rows:
             report = report + _deliver(rows)
     return DeliveryReport(report.delivered, report.stored, report.failed, report.retrying, more=True)
 
 
-def _items(rows: list[models.Push]) -> dict[int, dataitem.DataItem]:
+@dataclass
+class _Row:
+    """A claimed Push row: what delivery reads and sets (plain values, not a model object per row)."""
+
+    COLUMNS = ("id", "process_id", "nonce", "index", "target", "pushed_for", "raw", "process__module", "attempts")
+
+    id: int
+    process_id: str
+    nonce: int
+    index: int
+    target: str
+    pushed_for: str
+    raw: bytes | None
+    module: str
+    attempts: int
+    error: str = ""
+
+
+def _items(rows: list[_Row]) -> dict[int, dataitem.DataItem]:
     """The signed item of each row, built from its result's outbox message (the Result keeps the message)."""
     signer = keys.messenger_key()
     bodies = {}
@@ -122,13 +141,13 @@ def _items(rows: list[models.Push]) -> dict[int, dataitem.DataItem]:
             continue
         message = mu.OutboxMessage.from_json(bodies[(row.process_id, row.nonce)]["Messages"][row.index])
         items[row.id] = mu.build_push(
-            signer, process_id=row.process_id, module_id=row.process.module, nonce=row.nonce, index=row.index,
+            signer, process_id=row.process_id, module_id=row.module, nonce=row.nonce, index=row.index,
             pushed_for=row.pushed_for or row.process_id, message=message,
         )
     return items
 
 
-def _deliver(rows: list[models.Push]) -> DeliveryReport:
+def _deliver(rows: list[_Row]) -> DeliveryReport:
     """Deliver claimed rows: schedule or store each item and mark its row, all in one transaction."""
     items = _items(rows)
     local = set(models.Process.objects.filter(id__in={r.target for r in rows}).values_list("id", flat=True))
@@ -184,5 +203,5 @@ def _keep_in_store(items: list[dataitem.DataItem]) -> None:
     fresh = [i for i in items if i.id not in known]
     if not fresh:
         return
-    store.save_items(fresh, block=store.latest_block())
+    store.insert_items(fresh, block=store.latest_block())
 

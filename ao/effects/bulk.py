@@ -31,3 +31,23 @@ def insert_rows(model: type[Model], columns: Sequence[str], rows: Iterable[Seque
         for start in range(0, len(rows), per_statement):
             chunk = rows[start:start + per_statement]
             cursor.execute(head + ", ".join([one] * len(chunk)), [value for row in chunk for value in row])
+
+
+def insert_returning(model: type[Model], columns: Sequence[str], rows: Sequence[Sequence[object]],
+                     returning: Sequence[str]) -> list[tuple[object, ...]]:
+    """INSERT the rows as multi-row statements and return the `returning` columns of each inserted row, in no
+    particular order (SQLite 3.35+ and PostgreSQL both take RETURNING; callers match rows by a unique column)."""
+    if not rows:
+        return []
+    quote = connection.ops.quote_name
+    head = f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(c) for c in columns)}) VALUES "
+    tail = f" RETURNING {', '.join(quote(c) for c in returning)}"
+    one = f"({', '.join(['%s'] * len(columns))})"
+    per_statement = max(1, MAX_PARAMS // len(columns))
+    out: list[tuple[object, ...]] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start:start + per_statement]
+            cursor.execute(head + ", ".join([one] * len(chunk)) + tail, [value for row in chunk for value in row])
+            out.extend(tuple(r) for r in cursor.fetchall())
+    return out

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from wasmtime import Config, Engine, Store, Trap, WasiConfig, WasmtimeError
 from wasmtime.component import Component, Linker, Record, Variant
 
-from ao.effects import wasmtime_compat
+from ao.effects import wasm_fastcall, wasmtime_compat
 from ao.errors import HostFault, HostUnavailable, WallClockExceeded
 
 wasmtime_compat.install()
@@ -79,6 +79,7 @@ class _Warm:
     store: Store
     handle: Any
     memory_limit: int
+    call: Callable[[str, str], str] | None = None  # the lean path for handle (wasm_fastcall), when available
     position: object = None  # what the caller says this instance is ready to evaluate next
 
 
@@ -131,7 +132,9 @@ class CallOutcome:
 class ComponentRuntime:
     """Engine, linker and component cache for one worker thread."""
 
-    def __init__(self, cache_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, cache_dir: str | os.PathLike[str], *, fast_calls: bool = wasm_fastcall.ENABLED) -> None:
+        self.fast_calls = fast_calls
+        self._callbacks: list[Any] = []  # the lean imports' C callbacks, alive as long as the linker
         config = Config()
         config.consume_fuel = True
         config.epoch_interruption = True
@@ -203,8 +206,12 @@ class ComponentRuntime:
             self._store = warm.store
             warm.store.set_fuel(fuel)
             warm.store.set_epoch_deadline(max(1, int(timeout_s / EPOCH_TICK_S)))
-            output = warm.handle(warm.store, msg_json, env_json)
-            warm.handle.post_return(warm.store)
+            if warm.call is not None:
+                output = warm.call(msg_json, env_json)
+                warm.call.post_return()  # type: ignore[attr-defined]
+            else:
+                output = warm.handle(warm.store, msg_json, env_json)
+                warm.handle.post_return(warm.store)
         except Trap as trap:
             code = trap.trap_code
             if code is not None and code.name == "INTERRUPT":
@@ -266,7 +273,8 @@ class ComponentRuntime:
         handle = instance.get_func(store, "handle")
         if handle is None:
             raise HostCallError("the module exports no handle function")
-        warm = _Warm(store=store, handle=handle, memory_limit=memory_limit)
+        fast = wasm_fastcall.StringCall(handle, store) if self.fast_calls else None
+        warm = _Warm(store=store, handle=handle, memory_limit=memory_limit, call=fast)
         if key is not None:
             if len(self._instances) >= MAX_WARM_INSTANCES:
                 self._instances.pop(next(iter(self._instances)))
@@ -292,12 +300,27 @@ class ComponentRuntime:
         guard = self._guarded
         with linker.root() as root:
             with root.add_instance(ns.format("state")) as state:
-                state.add_func("get", guard(lambda _s, key: self._context().state.get(_key(key))))
-                state.add_func("set", guard(self._state_set))
-                state.add_func("delete", guard(lambda _s, key: self._context().state.delete(_key(key))))
+                get = guard(lambda _s, key: self._context().state.get(_key(key)))
+                delete = guard(lambda _s, key: self._context().state.delete(_key(key)))
+                if self.fast_calls:
+                    keep = self._callbacks
+                    wasm_fastcall.add_func(state, "get", wasm_fastcall.string_to_option_string(
+                        lambda key: get(None, key)), keep)
+                    wasm_fastcall.add_func(state, "set", wasm_fastcall.strings_to_nothing(
+                        lambda key, value: guard(self._state_set)(None, key, value), 2), keep)
+                    wasm_fastcall.add_func(state, "delete", wasm_fastcall.strings_to_nothing(
+                        lambda key: delete(None, key), 1), keep)
+                else:
+                    state.add_func("get", get)
+                    state.add_func("set", guard(self._state_set))
+                    state.add_func("delete", delete)
                 state.add_func("keys", guard(self._state_keys))
             with root.add_instance(ns.format("log")) as log:
-                log.add_func("write", guard(self._log_write))
+                if self.fast_calls:
+                    wasm_fastcall.add_func(log, "write", wasm_fastcall.strings_to_nothing(
+                        lambda line: guard(self._log_write)(None, line), 1), self._callbacks)
+                else:
+                    log.add_func("write", guard(self._log_write))
             with root.add_instance(ns.format("weavedrive")) as wd:
                 wd.add_func("size", guard(self._wd_size))
                 wd.add_func("read", guard(self._wd_read))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 
 
 class B64Error(ValueError):
@@ -20,7 +21,7 @@ def b64url_decode(text: str | bytes) -> bytes:
     if isinstance(text, bytes):
         text = text.decode("ascii", errors="strict")
     stripped = text.rstrip("=")
-    if any(c not in _ALPHABET for c in stripped):
+    if not _BASE64URL.fullmatch(stripped):
         raise B64Error(f"not base64url: {text[:40]!r}")
     if len(stripped) % 4 == 1:
         raise B64Error(f"bad base64url length {len(stripped)}")
@@ -30,4 +31,4 @@ def b64url_decode(text: str | bytes) -> bytes:
         raise B64Error(str(exc)) from exc
 
 
-_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")

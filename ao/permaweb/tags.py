@@ -77,6 +77,9 @@ def encode_tags(tags: Iterable[Sequence[str]]) -> bytes:
     pairs = list(tags)
     if not pairs:
         return b""
+    fast = _encode_short(pairs)
+    if fast is not None:
+        return fast
     if len(pairs) > MAX_TAGS:
         raise TagError(f"{len(pairs)} tags, over the ANS-104 limit of {MAX_TAGS}")
     out = bytearray(_zigzag_varint(len(pairs)))
@@ -95,6 +98,30 @@ def encode_tags(tags: Iterable[Sequence[str]]) -> bytes:
     return bytes(out)
 
 
+_SHORT = 64  # lengths below this are one varint byte (zig-zag doubles them)
+
+
+def _encode_short(pairs: list[Sequence[str]]) -> bytes | None:
+    """encode_tags for the common case (every name and value under 64 bytes, at most 63 tags), or None."""
+    if len(pairs) >= _SHORT:
+        return None
+    out = [bytes((len(pairs) << 1,))]
+    try:
+        for pair in pairs:
+            if isinstance(pair, (str, bytes)):
+                return None
+            name, value = pair
+            name_bytes, value_bytes = name.encode("utf-8"), value.encode("utf-8")
+            if not 0 < len(name_bytes) < _SHORT or len(value_bytes) >= _SHORT:
+                return None
+            out += (bytes((len(name_bytes) << 1,)), name_bytes, bytes((len(value_bytes) << 1,)), value_bytes)
+    except (ValueError, TypeError, AttributeError, UnicodeEncodeError):
+        return None  # the general path says what is wrong
+    out.append(b"\x00")
+    encoded = b"".join(out)
+    return encoded if len(encoded) <= MAX_TAGS_BYTES else None
+
+
 def _varint_length(value: int) -> int:
     zigzag, size = (value << 1) ^ (value >> 63), 1
     while zigzag > _VARINT_PAYLOAD_MASK:
@@ -108,11 +135,17 @@ def encoded_length(tags: Iterable[Sequence[str]]) -> int:
     pairs = list(tags)
     if not pairs:
         return 0
+    fast = _encode_short(pairs)
+    if fast is not None:
+        return len(fast)
     total = _varint_length(len(pairs)) + 1  # the count, and the closing zero-count block
     try:
         if len(pairs) > MAX_TAGS:
             raise ValueError
-        for name, value in pairs:  # the common case, checked cheaply; any doubt takes the path with the errors
+        for pair in pairs:  # the common case, checked cheaply; any doubt takes the path with the errors
+            if isinstance(pair, (str, bytes)):
+                raise ValueError
+            name, value = pair
             name_bytes, value_bytes = name.encode("utf-8"), value.encode("utf-8")
             if not 0 < len(name_bytes) <= MAX_TAG_NAME_BYTES or len(value_bytes) > MAX_TAG_VALUE_BYTES:
                 raise ValueError
@@ -163,6 +196,36 @@ class _Reader:
         return blob
 
 
+def _decode_short(raw: bytes) -> Tags | None:
+    """decode_tags for what our encoder and arbundles write in the common case: one block of fewer than 64 tags,
+    every length one varint byte, a non-empty name; None for anything else (the general reader judges it)."""
+    count = raw[0]
+    if count & 0x81 or not count:  # negative (a sized block), multi-byte or zero
+        return None
+    count >>= 1
+    end = len(raw) - 1
+    if raw[end] != 0:
+        return None
+    pos, tags = 1, []
+    try:
+        for _ in range(count):
+            size = raw[pos]
+            if size & 0x81 or not size:  # the name: non-empty, under 64 bytes
+                return None
+            name_end = pos + 1 + (size >> 1)
+            size = raw[name_end]
+            if size & 0x81:
+                return None
+            value_end = name_end + 1 + (size >> 1)
+            if value_end > end:
+                return None
+            tags.append((raw[pos + 1:name_end].decode("utf-8"), raw[name_end + 1:value_end].decode("utf-8")))
+            pos = value_end
+    except (IndexError, UnicodeDecodeError):
+        return None
+    return tuple(tags) if pos == end else None
+
+
 def _text(blob: bytes, what: str) -> str:
     try:
         return blob.decode("utf-8")
@@ -176,6 +239,9 @@ def decode_tags(raw: bytes) -> Tags:
         raise TagError(f"{len(raw)} tag bytes, over the {MAX_TAGS_BYTES}-byte limit")
     if not raw:
         return ()
+    fast = _decode_short(raw)
+    if fast is not None:
+        return fast
     reader = _Reader(bytes(raw))
     tags: list[tuple[str, str]] = []
     while True:

@@ -1,9 +1,15 @@
 """Write AO processes in Python: handlers by Action, JSON state in the host's key-value store.
 
 This module is bundled into every process module (componentize-py) and also imported natively
-by tests and benchmarks. It uses only the standard library and keeps nothing in globals:
-each message gets a fresh Context. Determinism rules for handler authors: no clock, no
-randomness, no iteration over unordered collections into outputs; state only via Context.
+by tests and benchmarks. It uses only the standard library and keeps no state between messages
+that a message could see: each message gets a fresh Context. Determinism rules for handler
+authors: no clock, no randomness, no iteration over unordered collections into outputs; state
+only via Context.
+
+What it does remember between messages of one instance changes no result, only the work done:
+the parsed env (the same text for every message of a process, handed to handlers read-only) and
+compiled encoders. The compute unit ties an instance's history to nonces (instance windows), so
+the fuel a message uses is still the same on every node and replay.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import hashlib
 import json
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Protocol
 
 MAX_LIST = 1000
@@ -49,9 +56,62 @@ def _tag_pairs(tags: TagsLike) -> list[dict[str, str]]:
     return [{"name": str(n), "value": str(v)} for n, v in items]
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# Results: the compute unit reads them and hashes its own canonical form, so key order here is free.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no spaces: the same value always gives the same text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
+
+
+def _frozen(value: Any) -> Any:
+    """A read-only copy of parsed JSON (objects become mapping proxies, arrays tuples)."""
+    if isinstance(value, dict):
+        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+class _MessageRandom:
+    """`random` seeded from the message, lazily: only a message that uses it pays for seeding.
+
+    The module's functions are rebound (once) to check for a pending seed first, so a message sees exactly
+    the stream it would after ``random.seed(<its seed>)`` at its start, whether its instance is fresh or not.
+    """
+
+    pending: bytes | None = None
+    installed = False
+
+    @classmethod
+    def expect(cls, seed: bytes) -> None:
+        if not cls.installed:
+            cls._install()
+        cls.pending = seed
+
+    @classmethod
+    def _install(cls) -> None:
+        inst = random._inst  # type: ignore[attr-defined]
+        for name in dir(random):
+            bound = getattr(random, name)
+            if getattr(bound, "__self__", None) is inst and callable(bound):
+                setattr(random, name, cls._wrap(inst, name))
+        cls.installed = True
+
+    @classmethod
+    def _wrap(cls, inst: random.Random, name: str) -> Callable[..., Any]:
+        method = getattr(inst, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            seed, cls.pending = cls.pending, None
+            if seed is not None and name != "seed":
+                inst.seed(seed)
+            return method(*args, **kwargs)
+
+        call.__name__ = call.__qualname__ = name
+        return call
 
 
 class Message:
@@ -226,6 +286,7 @@ class Process:
         self._handlers: dict[str, Handler] = {}
         self._spawn: Handler | None = None
         self._default: Handler | None = None
+        self._env: tuple[str, Mapping[str, Any]] | None = None  # (text, parsed): a process's env never changes
 
     def on(self, action: str) -> Callable[[Handler], Handler]:
         """Register a handler for an Action."""
@@ -251,8 +312,8 @@ class Process:
         msg = Message(json.loads(msg_json))
         # The interpreter (and its `random` module) may live on between messages or be
         # recycled at any point; seeding from the message makes `random` the same either way.
-        random.seed(hashlib.sha256(f"{msg.id}/{msg.nonce}".encode()).digest())
-        ctx = Context(host, msg, json.loads(env_json))
+        _MessageRandom.expect(hashlib.sha256(f"{msg.id}/{msg.nonce}".encode()).digest())
+        ctx = Context(host, msg, self._parsed_env(env_json))
         error = None
         target = str(msg.raw.get("Target", ""))
         try:
@@ -279,4 +340,10 @@ class Process:
             result["Error"] = error
         else:
             result["Writes"] = ctx.writes
-        return canonical_json(result)
+        return _COMPACT.encode(result)
+
+    def _parsed_env(self, env_json: str) -> Mapping[str, Any]:
+        cached = self._env
+        if cached is None or (cached[0] is not env_json and cached[0] != env_json):
+            cached = self._env = (env_json, _frozen(json.loads(env_json)))
+        return cached[1]

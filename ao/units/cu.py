@@ -197,13 +197,19 @@ def _check_message(index: int, message: Any) -> None:
         raise ResultError(f"Messages[{index}].Data must be a string")
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical(value: Any) -> bytes:
     """Canonical JSON bytes for hashing."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _CANONICAL.encode(value).encode("utf-8")
 
 
-def next_state_hash(previous: str, nonce: int, writes: Mapping[str, str | None], result: Mapping[str, Any]) -> str:
-    """Running hash over every message's state writes and result: replays must reproduce it."""
+def next_state_hash(previous: str, nonce: int, writes: Mapping[str, str | None], result: Mapping[str, Any], *,
+                    result_json: bytes | None = None) -> str:
+    """Running hash over every message's state writes and result: replays must reproduce it.
+
+    ``result_json``: ``canonical(result)``, when the caller has it already."""
     digest = hashlib.sha256()
     digest.update(previous.encode("ascii"))
     digest.update(nonce.to_bytes(8, "big"))
@@ -213,7 +219,7 @@ def next_state_hash(previous: str, nonce: int, writes: Mapping[str, str | None],
         digest.update(len(name).to_bytes(4, "big") + name)
         body = None if value is None else value.encode("utf-8")
         digest.update(b"\x00" if body is None else b"\x01" + len(body).to_bytes(8, "big") + body)
-    digest.update(hashlib.sha256(canonical(result)).digest())
+    digest.update(hashlib.sha256(canonical(result) if result_json is None else result_json).digest())
     return digest.hexdigest()
 
 

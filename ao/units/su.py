@@ -9,11 +9,12 @@ the first link is sha256(process id).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 from ao.errors import InvalidMessage, MessageTooLarge
 from ao.permaweb import dataitem
-from ao.permaweb.b64 import B64Error, b64url_decode, b64url_encode
+from ao.permaweb.b64 import b64url_decode, b64url_encode
 from ao.permaweb.wallet import Signer
 
 DATA_PROTOCOL = "ao"
@@ -65,13 +66,11 @@ def classify(item: dataitem.DataItem) -> Schedulable:
 
 
 def is_id(value: str) -> bool:
-    """True for a base64url string of 32 bytes."""
-    if len(value) != ID_LENGTH:
-        return False
-    try:
-        return len(b64url_decode(value)) == 32
-    except B64Error:
-        return False
+    """True for a base64url string of 32 bytes (43 characters of the base64url alphabet)."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
+_ID = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 def first_hash_chain(process_id: str) -> str:
