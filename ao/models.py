@@ -25,12 +25,12 @@ class Entry(models.Model):
         TX = "tx", "L1 transaction"
 
     seq = models.BigAutoField(primary_key=True, help_text="store order, for stable paging")
-    id = models.CharField(max_length=43, unique=True)
+    id = models.CharField(max_length=43)
     kind = models.CharField(max_length=4, choices=Kind.choices)
     signature_type = models.PositiveSmallIntegerField()
     owner = models.TextField(help_text="base64url public key")
-    owner_address = models.CharField(max_length=43, db_index=True)
-    target = models.CharField(max_length=43, blank=True, db_index=True)
+    owner_address = models.CharField(max_length=43)
+    target = models.CharField(max_length=43, blank=True)
     anchor = models.CharField(max_length=64, blank=True)
     data_size = models.BigIntegerField()
     data_root = models.CharField(max_length=43, blank=True)
@@ -45,7 +45,12 @@ class Entry(models.Model):
 
     class Meta:
         verbose_name_plural = "entries"
+        # Indexes are declared here, not with db_index/unique on the fields: on PostgreSQL those add a second,
+        # pattern-matching index to every text column, which nothing here queries and every insert pays for.
+        indexes = [models.Index(fields=["owner_address"], name="entry_owner_address"),
+                   models.Index(fields=["target"], name="entry_target")]
         constraints = [
+            models.UniqueConstraint(fields=["id"], name="entry_id_unique"),
             models.CheckConstraint(condition=models.Q(data_size__gte=0), name="entry_data_size_nonnegative"),
             models.CheckConstraint(
                 condition=(models.Q(kind="item", raw__isnull=False) | models.Q(kind="tx", header__isnull=False)),
@@ -57,7 +62,8 @@ class Entry(models.Model):
 class EntryTag(models.Model):
     """One tag of an entry, in order, for queries by name and value."""
 
-    entry = models.ForeignKey(Entry, on_delete=models.CASCADE, related_name="tag_rows")
+    # Found by entry through the (entry, position) constraint's index: no index of its own.
+    entry = models.ForeignKey(Entry, on_delete=models.CASCADE, related_name="tag_rows", db_index=False)
     position = models.PositiveSmallIntegerField()
     name = models.CharField(max_length=1024)
     value = models.TextField()
@@ -106,7 +112,8 @@ class Assignment(models.Model):
     """One slot of a process's log: which message, at which nonce, signed by the scheduler."""
 
     id = models.CharField(primary_key=True, max_length=43, help_text="the assignment item's id")
-    process = models.ForeignKey(Process, on_delete=models.PROTECT, related_name="assignments")
+    # Found by process through the (process, nonce) constraint's index.
+    process = models.ForeignKey(Process, on_delete=models.PROTECT, related_name="assignments", db_index=False)
     nonce = models.BigIntegerField()
     epoch = models.PositiveIntegerField()
     message = models.ForeignKey(Entry, on_delete=models.PROTECT, related_name="assignments")
@@ -139,12 +146,14 @@ class Push(models.Model):
         STORED = "stored", "no process here: kept in the store for its recipient"
         FAILED = "failed", "failed"
 
-    process = models.ForeignKey(Process, on_delete=models.PROTECT, related_name="pushes")
+    # Found by process through the (process, nonce, index) constraint's index.
+    process = models.ForeignKey(Process, on_delete=models.PROTECT, related_name="pushes", db_index=False)
     nonce = models.BigIntegerField()
     index = models.PositiveIntegerField()
     target = models.CharField(max_length=43)
     pushed_for = models.CharField(max_length=43, blank=True)
-    item_id = models.CharField(max_length=43, unique=True, null=True)
+    # Fixed by (process, nonce, index), so as unique as they are; nothing looks a push up by it.
+    item_id = models.CharField(max_length=43, null=True)
     raw = models.BinaryField(null=True, help_text="the signed item (rows of earlier versions; now built at delivery "
                                                   "from the result's outbox, and kept in the store)")
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
@@ -201,9 +210,10 @@ class StateEntry(models.Model):
 class Result(models.Model):
     """The result of evaluating one message: AO's {Messages, Spawns, Assignments, Output, Error}."""
 
-    process = models.ForeignKey(Process, on_delete=models.PROTECT, related_name="results")
+    # Found by process through the (process, nonce) constraint's index.
+    process = models.ForeignKey(Process, on_delete=models.PROTECT, related_name="results", db_index=False)
     nonce = models.BigIntegerField()
-    message_id = models.CharField(max_length=43, db_index=True)
+    message_id = models.CharField(max_length=43)
     body = models.JSONField()
     error = models.TextField(blank=True)
     gas_used = models.BigIntegerField()
@@ -218,6 +228,7 @@ class Result(models.Model):
 
     class Meta:
         ordering = ["process", "nonce"]
+        indexes = [models.Index(fields=["message_id"], name="result_message_id")]
         constraints = [
             models.UniqueConstraint(fields=["process", "nonce"], name="result_nonce_unique"),
             # A push is accepted once: a second signature over the same outbox entry is not a second message.

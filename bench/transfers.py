@@ -26,7 +26,8 @@ from typing import Any
 
 from _setup import ROOT, django_ready
 
-ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
+CHILD = len(sys.argv) > 1 and sys.argv[1] in ("--evaluate", "--deliver")
+ARGS = [] if CHILD else [a for a in sys.argv[1:] if not a.startswith("--")]
 PROFILE = "--profile" in sys.argv
 N = int(ARGS[0]) if ARGS else 2000
 BATCH = int(ARGS[1]) if len(ARGS) > 1 else 100
@@ -54,12 +55,16 @@ def main() -> None:
         out = setup.services.su_schedule_batch(raws=raws[start:start + BATCH])
         assert all(not isinstance(a, Exception) for a in out), out
     scheduled = time.perf_counter()
-    while models.Result.objects.filter(process_id=pid).count() < N + 2:
-        time.sleep(0.005)
-    evaluated = time.perf_counter()
-    while _stored(pid) < stored_before + 2 * N:
-        time.sleep(0.005)
-    delivered = time.perf_counter()
+
+    def wait(done: Callable[[], bool]) -> float:
+        while not done():
+            if any(c.poll() not in (None, 0) for c in children):
+                raise SystemExit(f"a worker process failed: {[c.returncode for c in children]}")
+            time.sleep(0.005)
+        return time.perf_counter()
+
+    evaluated = wait(lambda: models.Result.objects.filter(process_id=pid).count() >= N + 2)
+    delivered = wait(lambda: _stored(pid) >= stored_before + 2 * N)
     for child in children:
         child.wait(timeout=600)
         assert child.returncode == 0, child.returncode
@@ -282,7 +287,7 @@ def child(role: str, pid: str, target: int) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] in ("--evaluate", "--deliver"):
+    if CHILD:
         child(sys.argv[1], sys.argv[2], int(sys.argv[3]))
     else:
         main()

@@ -74,8 +74,7 @@ def message_json_for(
         block_height=assignment.block_height, hash_chain=assignment.hash_chain,
     )
     origin = origins.judge(item, nonce=assignment.nonce, timestamp=assignment.timestamp)
-    msg = cu.message_json(item, slot, genuine_push=origin is not None)
-    return item, cu.canonical(msg).decode("utf-8"), origin
+    return item, cu.message_text(item, slot, genuine_push=origin is not None), origin
 
 
 def _outcome(

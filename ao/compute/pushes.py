@@ -2,12 +2,13 @@
 
 Recording happens in the batch's commit: every outbox message of every committed result becomes a Push row
 keyed by (process, nonce, index), whatever its target (the outbox was validated with the result, so every
-row can be pushed). Delivery claims rows (a holder and an expiry, taken by a conditional update), builds the
-signed item (its id is fixed by the row's identity), and in one transaction schedules it on the target's log
-— or, when no process of that id lives on this scheduler (a wallet, a process elsewhere), keeps the item in
-this node's store where its recipient finds it — and marks the row. A worker killed at any point leaves the
-row pending and its claim expiring; the next delivery finds it, and the scheduler drops a repeat as a
-duplicate.
+row can be pushed). Delivery claims rows, builds the signed item (its id is fixed by the row's identity), and in
+one transaction schedules it on the target's log — or, when no process of that id lives on this scheduler (a
+wallet, a process elsewhere), keeps the item in this node's store where its recipient finds it — and marks the
+row. On PostgreSQL a claim is a row lock (``FOR UPDATE SKIP LOCKED``) held by the transaction that delivers the
+rows; on SQLite, whose writers take turns, it is a holder and an expiry written by a conditional update. A
+worker killed at any point leaves the row pending (its lock gone with its connection, or its claim expiring);
+the next delivery finds it, and the scheduler drops a repeat as a duplicate.
 """
 
 from __future__ import annotations
@@ -92,18 +93,28 @@ def deliver_pending(*, process_id: str | None = None, limit: int = DELIVER_LIMIT
             pending = pending.filter(process_id=process_id)
         if target is not None:
             pending = pending.filter(target=target)
-        ids = list(pending.order_by("process_id", "nonce", "index").values_list("id", flat=True)[:CHUNK])
-        if not ids:
+        pending = pending.order_by("process_id", "nonce", "index")
+        if connection.features.has_select_for_update_skip_locked:
+            # PostgreSQL: the chunk's rows are claimed by row locks for the length of one transaction (a killed
+            # worker's locks go with its connection), not by writing a claim into every row first.
+            with transaction.atomic():
+                rows = [_Row(*values, counted=False) for values in pending.select_for_update(
+                    skip_locked=True, of=("self",)).values_list(*_Row.COLUMNS)[:CHUNK]]
+                if rows:
+                    report = report + _deliver(rows)
+        else:
+            ids = list(pending.values_list("id", flat=True)[:CHUNK])
+            models.Push.objects.filter(_unclaimed(), id__in=ids, state=models.Push.State.PENDING).update(
+                claimed_by=holder, claimed_until=timezone.now() + timedelta(seconds=_claim_s()),
+                attempts=F("attempts") + 1)
+            rows = [_Row(*values) for values in models.Push.objects.filter(
+                id__in=ids, claimed_by=holder, state=models.Push.State.PENDING).order_by(
+                "process_id", "nonce", "index").values_list(*_Row.COLUMNS)]
+            if rows:
+                report = report + _deliver(rows)
+        if not rows:
             return report
-        models.Push.objects.filter(_unclaimed(), id__in=ids, state=models.Push.State.PENDING).update(
-            claimed_by=holder, claimed_until=timezone.now() + timedelta(seconds=_claim_s()), attempts=F("attempts") + 1
-        )
-        rows = [_Row(*values) for values in models.Push.objects.filter(
-            id__in=ids, claimed_by=holder, state=models.Push.State.PENDING).order_by(
-            "process_id", "nonce", "index").values_list(*_Row.COLUMNS)]
-        taken += len(ids)
-        if rows:
-            report = report + _deliver(rows)
+        taken += len(rows)
     return DeliveryReport(report.delivered, report.stored, report.failed, report.retrying, more=True)
 
 
@@ -123,6 +134,11 @@ class _Row:
     module: str
     attempts: int
     error: str = ""
+    counted: bool = True  # the claim already counted this attempt (else the row's outcome counts it)
+
+    def __post_init__(self) -> None:
+        if not self.counted:
+            self.attempts += 1
 
 
 def _items(rows: list[_Row]) -> dict[int, dataitem.DataItem]:
@@ -166,34 +182,38 @@ def _deliver(rows: list[_Row]) -> DeliveryReport:
         if elsewhere:
             _keep_in_store([items[r.id] for r in elsewhere])
             stored.extend(elsewhere)
-        for group, state in ((delivered, models.Push.State.DELIVERED), (stored, models.Push.State.STORED)):
-            if group:
-                models.Push.objects.filter(id__in=[r.id for r in group]).update(
-                    state=state, delivered_at=now, error="", claimed_by="", claimed_until=None)
+        _mark_done({row.id: (items[row.id].id, models.Push.State.DELIVERED.value) for row in delivered}
+                   | {row.id: (items[row.id].id, models.Push.State.STORED.value) for row in stored}, now,
+                   count_attempt=not rows[0].counted)
         for row in failed:
             models.Push.objects.filter(id=row.id).update(state=models.Push.State.FAILED, error=row.error,
-                                                         claimed_by="", claimed_until=None)
+                                                         item_id=items[row.id].id, claimed_by="", claimed_until=None,
+                                                         attempts=row.attempts)
         for row in retrying:  # the claim runs out later and the row is tried again
             models.Push.objects.filter(id=row.id).update(
-                error=row.error, claimed_until=now + timedelta(seconds=_claim_s() * row.attempts))
-        _set_item_ids({row.id: items[row.id].id for row in rows})
+                error=row.error, item_id=items[row.id].id, attempts=row.attempts,
+                claimed_until=now + timedelta(seconds=_claim_s() * row.attempts))
     for row in failed:
         log.error("push %s/%s/%s to %s failed for good: %s", row.process_id, row.nonce, row.index, row.target,
                   row.error)
     return DeliveryReport(len(delivered), len(stored), len(failed), len(retrying))
 
 
-def _set_item_ids(ids: dict[int, str]) -> None:
-    """Each row's item id in one statement (Django's bulk_update builds a CASE per row: 20x slower here)."""
-    if not ids:
+def _mark_done(done: dict[int, tuple[str, str]], now: object, *, count_attempt: bool) -> None:
+    """Rows delivered or stored, each with its item id and state, in one statement: every row is rewritten once
+    (Django's bulk_update builds a CASE per row, 20x slower here; and on PostgreSQL each UPDATE of an indexed
+    column writes the row and its index entries anew)."""
+    if not done:
         return
     table = models.Push._meta.db_table
-    values = ", ".join(["(%s, %s)"] * len(ids))
-    params = [p for pair in ids.items() for p in pair]
+    values = ", ".join(["(%s, %s, %s)"] * len(done))
+    params: list[object] = [p for row_id, (item_id, state) in done.items() for p in (row_id, item_id, state)]
     with connection.cursor() as cursor:
-        # Both SQLite (3.33+) and PostgreSQL name a VALUES list's columns column1, column2.
-        cursor.execute(f"UPDATE {table} SET item_id = v.column2 FROM (VALUES {values}) AS v "  # noqa: S608
-                       f"WHERE {table}.id = v.column1", params)
+        # Both SQLite (3.33+) and PostgreSQL name a VALUES list's columns column1, column2, ...
+        attempts = ", attempts = attempts + 1" if count_attempt else ""
+        cursor.execute(f"UPDATE {table} SET item_id = v.column2, state = v.column3, delivered_at = %s, "  # noqa: S608
+                       f"error = '', claimed_by = '', claimed_until = NULL{attempts} FROM (VALUES {values}) AS v "
+                       f"WHERE {table}.id = v.column1", [connection.ops.adapt_datetimefield_value(now), *params])
 
 
 def _keep_in_store(items: list[dataitem.DataItem]) -> None:

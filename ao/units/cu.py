@@ -105,12 +105,17 @@ class Slot:
     hash_chain: str
 
 
+def _seen_tags(item: dataitem.DataItem, genuine_push: bool) -> tuple[list[tuple[str, str]], str | None]:
+    """The tags a process sees (users' claims to the units' facts stripped) and the From-Process it may trust."""
+    tags = [(n, v) for n, v in item.tags
+            if n not in STRIPPED_FROM_USERS or (genuine_push and n not in ("From", "Owner"))]
+    return tags, first_tag(tags, "From-Process") if genuine_push else None
+
+
 def message_json(item: dataitem.DataItem, slot: Slot, *, genuine_push: bool) -> dict[str, Any]:
     """The msg a process's handle receives (AO's shape)."""
     owner = item.owner_address
-    trusted = genuine_push
-    tags = [(n, v) for n, v in item.tags if n not in STRIPPED_FROM_USERS or (trusted and n not in ("From", "Owner"))]
-    from_process = first_tag(tags, "From-Process") if trusted else None
+    tags, from_process = _seen_tags(item, genuine_push)
     msg: dict[str, Any] = {
         "Id": item.id,
         "Signature": b64url_encode(item.signature),
@@ -132,6 +137,32 @@ def message_json(item: dataitem.DataItem, slot: Slot, *, genuine_push: bool) -> 
     return msg
 
 
+_quote = json.encoder.encode_basestring  # type: ignore[attr-defined]  # what canonical() writes for a str
+
+
+def message_text(item: dataitem.DataItem, slot: Slot, *, genuine_push: bool) -> str:
+    """``canonical(message_json(...))`` as text, written directly: the same characters, without building the dict
+    and sorting it for every message (the compute unit's hot path; tests/ao/test_cu.py checks the equality)."""
+    owner = _quote(item.owner_address)
+    tags, from_process = _seen_tags(item, genuine_push)
+    return "".join((
+        '{"Anchor":', _quote(item.anchor_b64),
+        ',"Block-Height":', str(int(slot.block_height)),
+        ',"Cron":false,"Data":', _quote(item.data.decode("utf-8", errors="replace")),
+        ',"Epoch":', str(int(slot.epoch)),
+        ',"Forwarded-By":' + owner if from_process else "",
+        ',"From":', _quote(from_process) if from_process else owner,
+        ',"Hash-Chain":', _quote(slot.hash_chain),
+        ',"Id":', _quote(item.id),
+        ',"Nonce":', str(int(slot.nonce)),
+        ',"Owner":', owner,
+        ',"Signature":', _quote(b64url_encode(item.signature)),
+        ',"Tags":[', ",".join(f'{{"name":{_quote(n)},"value":{_quote(v)}}}' for n, v in tags),
+        '],"Target":', _quote(item.target_b64 or slot.process_id),
+        ',"Timestamp":', str(int(slot.timestamp)), "}",
+    ))
+
+
 def env_json(
     *, process_id: str, process_owner: str, process_tags: Iterable[tuple[str, str]], module_id: str,
     module_owner: str, module_tags: Iterable[tuple[str, str]],
@@ -150,7 +181,7 @@ class ResultError(ValueError):
 
 def normalize_result(raw: str) -> tuple[dict[str, Any], dict[str, str | None]]:
     """Parse and bound a process's output into its AO result and the state writes it carries."""
-    if len(raw.encode("utf-8")) > MAX_RESULT_BYTES:
+    if len(raw) * 4 > MAX_RESULT_BYTES and len(raw.encode("utf-8")) > MAX_RESULT_BYTES:  # UTF-8: <= 4 bytes a char
         raise ResultError(f"result is over {MAX_RESULT_BYTES} bytes")
     try:
         value = json.loads(raw, parse_constant=_no_constants)
