@@ -240,8 +240,11 @@ def decode_tags(raw: bytes) -> Tags:
     if not raw:
         return ()
     fast = _decode_short(raw)
-    if fast is not None:
-        return fast
+    return fast if fast is not None else _decode_general(raw)
+
+
+def _decode_general(raw: bytes) -> Tags:
+    """decode_tags for any layout Avro allows, naming what is wrong."""
     reader = _Reader(bytes(raw))
     tags: list[tuple[str, str]] = []
     while True:

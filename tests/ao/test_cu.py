@@ -6,6 +6,8 @@ import json
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ao import verify, models, services
 from ao.compute import batch, health, pushes
@@ -190,3 +192,67 @@ def test_limits_parse_ao_forms() -> None:
 def test_a_result_with_a_non_json_number_is_the_messages_error(constant: str) -> None:
     with pytest.raises(cu.ResultError, match=f"contains {constant}"):
         cu.normalize_result('{"Output": ' + constant + '}')
+
+
+def test_the_lean_call_path_records_what_the_library_path_replays(
+    alice: Ed25519Key, probe_module: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Live evaluation crosses the component boundary by wasm_fastcall; replay here by wasmtime-py's own conversions:
+    every result, state hash and fuel figure must agree, errors and refusals included."""
+    from ao.effects import compute, wasm_fastcall
+    from ao.effects.wasm_runtime import ComponentRuntime
+
+    assert wasm_fastcall.ENABLED and compute.component_runtime().fast_calls
+    pid = spawn(alice, probe_module)
+    sent = [send(alice, pid, "Set", "vält 1", Key="a"), send(alice, pid, "Get", Key="a"),
+            send(alice, pid, "Get", Key="missing"), send(alice, pid, "Set-Then-Fail", "x", Key="a"),
+            send(alice, pid, "Set-Then-Crash", "y", Key="b"), send(alice, pid, "Entropy"),
+            send(alice, pid, "Weave-Read", Path="/data/" + "x" * 43), send(alice, pid, "Whoami"),
+            send(alice, pid, "Work", N="300"), send(alice, pid, "Get", Key="a")]
+    batch.evaluate_pending(process_id=pid)
+    outputs = [models.Result.objects.get(process_id=pid, message_id=m).body for m in sent]
+    assert json.loads(outputs[1]["Output"]) == "vält 1" and outputs[2]["Output"] == "null"
+    assert outputs[3]["Error"] == "failed after writing" and "ValueError" in outputs[4]["Error"]
+    assert "WeaveDrive is not enabled" in outputs[6]["Error"]
+    library: list[ComponentRuntime] = []
+
+    def library_runtime() -> ComponentRuntime:
+        library.append(ComponentRuntime(compute.component_runtime().cache_dir, fast_calls=False))
+        return library[-1]
+
+    monkeypatch.setattr(verify, "fresh_component_runtime", library_runtime)
+    report = verify.verify_process(process_id=pid)
+    assert report.ok and report.checked == len(sent) + 1, report.divergence
+    assert len(library) == 1 and not library[0]._callbacks  # the replay really took the library's path
+
+
+def test_handlers_get_a_read_only_env_and_random_seeded_by_their_message(alice: Ed25519Key, probe_module: str) -> None:
+    import hashlib
+    import random
+
+    pid = spawn(alice, probe_module)
+    write, after = send(alice, pid, "Env-Write"), send(alice, pid, "Process-Id")
+    draws = send(alice, pid, "Entropy-Twice")
+    assert "TypeError" in result(pid, write).body["Error"]  # the env is shared by the instance's messages
+    assert result(pid, after).body["Output"] == pid
+    nonce = models.Assignment.objects.get(process_id=pid, message__id=draws).nonce
+    expected = random.Random(hashlib.sha256(f"{draws}/{nonce}".encode()).digest())
+    assert json.loads(result(pid, draws).body["Output"]) == [expected.random(), expected.randint(0, 10**9)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(tags=st.lists(st.tuples(st.sampled_from(["Action", "From", "Owner", "From-Process", "Pushed-For",
+                                                "Forwarded-By", "X-Note"]), st.text(max_size=12)), max_size=6),
+       data=st.binary(max_size=24), target=st.booleans(), anchor=st.booleans(), push=st.booleans(),
+       nonce=st.integers(min_value=0, max_value=2**53))
+def test_the_message_text_is_the_canonical_json_of_the_message(
+    tags: list[tuple[str, str]], data: bytes, target: bool, anchor: bool, push: bool, nonce: int,
+) -> None:
+    item = dataitem.create_data_item(_TEXT_KEY, data, tags=tags, target="t" * 43 if target else None,
+                                     anchor=b"a" * 32 if anchor else None)
+    slot = cu.Slot("p" * 43, nonce, 0, 1_700_000_000_000 + nonce, nonce // 7, "h" * 43)
+    assert cu.message_text(item, slot, genuine_push=push) == cu.canonical(
+        cu.message_json(item, slot, genuine_push=push)).decode()
+
+
+_TEXT_KEY = Ed25519Key.from_seed(bytes(32))

@@ -212,3 +212,20 @@ def test_encoded_length_agrees_with_encoding_and_its_refusals(pairs: list[tuple[
     except tag_codec.TagError as exc:
         got = str(exc)
     assert got == expected
+
+
+@PROPERTY
+@given(st.one_of(st.binary(max_size=96), tag_lists.map(encode_tags)))
+def test_the_common_case_reader_agrees_with_the_general_one(raw: bytes) -> None:
+    fast = tag_codec._decode_short(raw) if raw else None
+    if fast is not None:  # it declines whatever it does not cover; what it reads, it reads as the general reader
+        assert tag_codec._decode_general(raw) == fast
+
+
+def test_the_common_case_paths_cover_typical_tags_and_decline_the_rest() -> None:
+    typical = [("Action", "Transfer"), ("Recipient", "r" * 43), ("Quantity", "1")]
+    assert tag_codec._encode_short(typical) == avro_long(3) + b"".join(avro_item(n, v) for n, v in typical) + b"\x00"
+    assert tag_codec._decode_short(encode_tags(typical)) == tuple(typical)
+    assert tag_codec._encode_short([("n", "v" * 64)]) is None  # a two-byte length
+    assert tag_codec._encode_short(["nv"]) is None  # not a pair: the general path says so
+    assert tag_codec._decode_short(avro_blocks(typical, [1, 2], [True, False])) is None  # a sized block

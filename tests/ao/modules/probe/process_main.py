@@ -136,3 +136,21 @@ def prefetch(ctx: Context) -> None:
     """Hint the completion a Complete with the same tags and data would ask for."""
     ctx.prefetch(ctx.msg.tag("Model", "") or "", **_request(ctx))
     ctx.print("hinted")
+
+
+@process.on("Env-Write")
+def env_write(ctx: Context) -> None:
+    """Try to change the env a handler is given (read-only: the next message must see it unchanged)."""
+    ctx.env["Process"]["Id"] = "changed"  # type: ignore[index]
+
+
+@process.on("Process-Id")
+def process_id(ctx: Context) -> None:
+    ctx.print(ctx.process_id)
+
+
+@process.on("Entropy-Twice")
+def entropy_twice(ctx: Context) -> None:
+    """Draws after work that does not touch `random`: the same draws as right after the message's seed."""
+    ctx.put("drew", "yes")
+    ctx.print(json.dumps([random.random(), random.randint(0, 10**9)]))
