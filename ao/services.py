@@ -240,9 +240,7 @@ def _bulk_assign(
         _next_slot(process, item.id, seq, key, latest or 0, floors.get(item.id, 0))
         for seq, (_, item, process) in zip(seqs, accepted)
     ]
-    bulk.insert_rows(models.Assignment, ASSIGNMENT_COLUMNS, [
-        (a.id, a.process_id, a.nonce, a.epoch, a.message_id, a.hash_chain, a.block_height, a.timestamp, a.raw)
-        for a in assignments])
+    bulk.insert_rows(models.Assignment, ASSIGNMENT_COLUMNS, [_assignment_row(a) for a in assignments])
     touched = {p.id: p for _, _, p in accepted if p not in new_processes}
     models.Process.objects.bulk_update(
         [*touched.values(), *new_processes], ["next_nonce", "last_assignment", "last_hash_chain", "last_timestamp"]
@@ -289,7 +287,7 @@ def _assign_locked(
     if schedulable.is_spawn:
         if item.tag("Scheduler") != key.address:
             raise WrongScheduler(f"process names scheduler {item.tag('Scheduler')}; this scheduler is {key.address}")
-        entry = store.save_item(item, block=latest_block)
+        [entry] = store.save_items([item], block=latest_block)
         process = models.Process.objects.create(
             id=item.id, owner_address=item.owner_address, module=item.tag("Module") or "", scheduler=key.address
         )
@@ -297,7 +295,7 @@ def _assign_locked(
     else:
         if process is None:
             raise UnknownProcess(f"no process {schedulable.process_id} on this scheduler")
-        entry = store.save_item(item, block=latest_block)
+        [entry] = store.save_items([item], block=latest_block)  # plain inserts: every message takes this path
     return _append(process, entry, key, latest_block or 0, _source_times([item]).get(item.id, 0))
 
 
@@ -312,9 +310,16 @@ def _append(
     """Write the next slot of a locked process's log."""
     assignment = _next_slot(process, entry.id, entry.pk, key, height, floor)
     assignment.message = entry
-    assignment.save(force_insert=True)
-    process.save(update_fields=["next_nonce", "last_assignment", "last_hash_chain", "last_timestamp"])
+    bulk.insert_rows(models.Assignment, ASSIGNMENT_COLUMNS, [_assignment_row(assignment)])
+    assignment._state.adding, assignment._state.db = False, "default"
+    models.Process.objects.filter(pk=process.pk).update(
+        next_nonce=process.next_nonce, last_assignment=process.last_assignment,
+        last_hash_chain=process.last_hash_chain, last_timestamp=process.last_timestamp)
     return assignment
+
+
+def _assignment_row(a: models.Assignment) -> tuple[object, ...]:
+    return (a.id, a.process_id, a.nonce, a.epoch, a.message_id, a.hash_chain, a.block_height, a.timestamp, a.raw)
 
 
 def _source_times(items: Sequence[dataitem.DataItem]) -> dict[str, int]:

@@ -13,7 +13,9 @@ it; petitioners (Ed25519 keys) with wAR minted and evaluated; every request body
    governor's shared prompt is restored instead of recomputed; one petition first to fill it), as decisions per
    minute.
 2. Submission latency at `--rate` requests/s: gunicorn (4 sync workers, as scripts/run on 2 cores), wrk
-   (Debian's package, `bench/wrk_items.lua`) pacing `--connections` connections; every item is posted once.
+   (Debian's package, `bench/wrk_items.lua`) pacing `--connections` connections (the pause between a response and
+   the next request set from a first run's latency, then corrected by the rate a second run held); every item is
+   posted once.
    Baseline, same run and rate: the messenger's own POST /ao/mu/ of a signed wAR Transfer of the same size (what
    the petition endpoint forwards after its checks). Measured with no worker running (the web tier alone), then
    again while a worker deliberates on the same two cores.
@@ -42,6 +44,8 @@ import _setup  # noqa: E402
 
 BROKER = "redis://127.0.0.1:6379/14"
 CALIBRATE_S = 8
+CALIBRATIONS = 2  # pacing runs before the measured one: the first sets the pause from the latency, the second
+# corrects it by the rate it actually held (a closed loop holds less than it aims at when latency varies)
 GUNICORN_WORKERS = 4  # scripts/run's default on 2 cores: two sync workers per core
 STARTUP_TIMEOUT_S = 60
 PETITION_FILE = ROOT / "bench" / "judge" / "petitions.json"
@@ -70,7 +74,7 @@ def main() -> None:
     _setup.django_ready(broker=BROKER)
     _flush_broker()
 
-    per_run = int(args.rate * (args.seconds + CALIBRATE_S) * 1.3) + args.connections
+    per_run = int(args.rate * (args.seconds + CALIBRATIONS * CALIBRATE_S) * 1.3) + args.connections
     world = _build(petitioners=args.decide + 2 * per_run, baseline=2 * per_run)
     base = f"http://127.0.0.1:{args.port}"
     report: dict[str, Any] = {"rate": args.rate, "seconds": args.seconds, "connections": args.connections,
@@ -314,7 +318,13 @@ def _paced(url: str, items: list[bytes], args: argparse.Namespace) -> dict[str, 
     # The median, not the mean: the calibration's first requests meet cold workers, and a mean inflated by them
     # would set too short a delay and overshoot the rate (the baseline then ran out of items).
     delay_ms = max(0.0, period_ms - first["p50_us"] / 1000)
-    result = _wrk(url, items[calibration:], args.seconds, args.connections, delay_ms=delay_ms)
+    used = calibration
+    for _ in range(CALIBRATIONS - 1):  # then correct the pause by the rate the connections really held
+        probe = _wrk(url, items[used:used + calibration], CALIBRATE_S, args.connections, delay_ms=delay_ms)
+        used += calibration
+        held = probe["requests"] / probe["seconds"]
+        delay_ms = max(0.0, delay_ms - args.connections * 1000 * (1 / held - 1 / args.rate))
+    result = _wrk(url, items[used:], args.seconds, args.connections, delay_ms=delay_ms)
     result["achieved_rate"] = round(result["requests"] / result["seconds"], 1)
     result["delay_ms"] = round(delay_ms, 1)
     if result["exhausted"] or result["refused"] or result["errors"]:

@@ -32,6 +32,7 @@ PROFILE = "--profile" in sys.argv
 N = int(ARGS[0]) if ARGS else 2000
 BATCH = int(ARGS[1]) if len(ARGS) > 1 else 100
 RECIPIENTS = 50
+NATIVE_PASSES = 5
 
 
 def main() -> None:
@@ -228,16 +229,18 @@ def _native_rate(pid: str) -> float:
         item = dataitem.parse(bytes(a.message.raw))
         slot = cu.Slot(pid, a.nonce, a.epoch, a.timestamp, a.block_height, a.hash_chain)
         inputs.append(cu.canonical(cu.message_json(item, slot, genuine_push=False)).decode())
-    host = DictHost()
-    elapsed = 0.0
-    for msg in inputs:  # only the handler is timed; its writes are applied outside the clock, so it sees its state
-        t0 = time.perf_counter()
-        out = process.handle(host, msg, pctx.env_json)
-        elapsed += time.perf_counter() - t0
-        for key, value in (json.loads(out).get("Writes") or {}).items():
-            host.delete(key) if value is None else host.set(key, value)
-    assert '"Debit-Notice"' in out, out  # the transfers really moved tokens (no refusal path)
-    return len(inputs) / elapsed
+    best = float("inf")
+    for _ in range(NATIVE_PASSES):  # the best of a few passes: the baseline at its warmest
+        host, elapsed = DictHost(), 0.0
+        for msg in inputs:  # only the handler is timed; its writes are applied off the clock, so it sees its state
+            t0 = time.perf_counter()
+            out = process.handle(host, msg, pctx.env_json)
+            elapsed += time.perf_counter() - t0
+            for key, value in (json.loads(out).get("Writes") or {}).items():
+                host.delete(key) if value is None else host.set(key, value)
+        assert '"Debit-Notice"' in out, out  # the transfers really moved tokens (no refusal path)
+        best = min(best, elapsed)
+    return len(inputs) / best
 
 
 def _stored(pid: str) -> int:

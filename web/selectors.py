@@ -13,6 +13,7 @@ from django.apps import apps
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.paginator import Page, Paginator
+from django.db import connection
 from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
@@ -57,8 +58,21 @@ def token_process_id(ticker: str) -> str | None:
 
 def state_value(process_id: str, key: str, default: Any = None) -> Any:
     """One key of a process's evaluated state, decoded (values are stored as JSON)."""
-    entry = ao_models.StateEntry.objects.filter(process_id=process_id, key=key).only("value").first()
-    return default if entry is None else json.loads(entry.value)
+    value = ao_models.StateEntry.objects.filter(process_id=process_id, key=key).values_list("value", flat=True).first()
+    return default if value is None else json.loads(value)
+
+
+_FED_CONFIGS: dict[str, dict[str, Any]] = {}  # by the Fed's process id: written by its spawn, never again
+
+
+def _fed_config(process_id: str) -> dict[str, Any]:
+    """The Fed's `config` (its parameters, fixed at its spawn: the Fed has no reconfiguration), read once."""
+    config = _FED_CONFIGS.get(process_id)
+    if config is None:
+        config = state_value(process_id, "config") or {}
+        if config and len(_FED_CONFIGS) < 64:
+            _FED_CONFIGS[process_id] = config
+    return config
 
 
 @dataclass(frozen=True)
@@ -79,7 +93,7 @@ def fed_params(process_id: str | None = None) -> FedParams | None:
     process_id = process_id or fed_process_id()
     if process_id is None:
         return None
-    config = state_value(process_id, "config") or {}
+    config = _fed_config(process_id)
     return FedParams(
         process_id=process_id,
         war=config.get("War-Token") or token_process_id(WAR),
@@ -91,13 +105,34 @@ def fed_params(process_id: str | None = None) -> FedParams | None:
     )
 
 
-def cooldown_ends(params: FedParams, address: str) -> dt.datetime | None:
-    """When the Fed will next accept a petition from this address, if it would refund one now."""
-    last = state_value(params.process_id, f"last/{address}")
+def cooldown_ends(params: FedParams, address: str, *, last: Any = None, known: bool = False) -> dt.datetime | None:
+    """When the Fed will next accept a petition from this address, if it would refund one now. ``known``: `last`
+    is the Fed's `last/<address>` already read (``petitioner_state``)."""
+    if not known:
+        last = state_value(params.process_id, f"last/{address}")
     if last is None or params.cooldown_ms is None:
         return None
     ends = ms_to_datetime(int(last) + params.cooldown_ms)
     return ends if ends > timezone.now() else None
+
+
+@dataclass(frozen=True)
+class PetitionerState:
+    """What a petition's checks read of the ledgers' state about its sender, in one query."""
+
+    balance: int  # wAR, base units
+    last: Any  # the Fed's `last/<address>`: when it last took a petition from the address (None: never)
+
+
+def petitioner_state(params: FedParams, address: str) -> PetitionerState:
+    """The sender's wAR balance and the Fed's record of its last petition (one statement for both)."""
+    balance_key, last_key = f"balance/{address}", f"last/{address}"
+    rows = ao_models.StateEntry.objects.filter(
+        Q(process_id=params.war or "", key=balance_key) | Q(process_id=params.process_id, key=last_key)
+    ).values_list("process_id", "key", "value")
+    found = {(process, key): json.loads(value) for process, key, value in rows}
+    return PetitionerState(balance=int(found.get((params.war or "", balance_key), "0")),
+                           last=found.get((params.process_id, last_key)))
 
 
 def ms_to_datetime(ms: int) -> dt.datetime:
@@ -251,20 +286,34 @@ class FedQueue:
         return (self.waiting + 1) * self.seconds_per_decision
 
 
-def fed_queue() -> FedQueue:
+def fed_queue(war: str | None = None) -> FedQueue:
     """The backlog (petitions in the log not final yet, and those this site sent that the log does not show yet)
     and the Fed's time per decision: the median over its recent decisions of the time this node recorded the
     decision minus the later of the petition's arrival and the decision before it (the time the Fed spent on it,
     not the time it queued)."""
-    # Counted in the database, so a petition's intake check costs the same whatever the backlog: only the sent
-    # petitions the wAR ledger has answered but the Fed has not seen (refused, or on their way) are read.
-    open_in_log = Petition.objects.exclude(status__in=FINAL_STATUSES).count()
-    sent = (PetitionRequest.objects.filter(created_at__gte=timezone.now() - PENDING_TIMEOUT)
-            .exclude(message_id__in=Petition.objects.values("id")))
-    war = token_process_id(WAR)
-    answered = list(sent.filter(message_id__in=ao_models.Result.objects.filter(process_id=war).values("message_id"))
-                    .values_list("message_id", flat=True)) if war else []
-    waiting = open_in_log + sent.count() - len(transfer_errors(war, answered))
+    # Counted in the database in one statement, so a petition's intake check costs the same whatever the backlog:
+    # only the sent petitions the wAR ledger has answered but the Fed has not seen (refused, or on their way) are
+    # read. Plain SQL: this runs on every petition submission, where building the ORM's queries cost more than
+    # running them.
+    war = war or token_process_id(WAR)
+    petition, request, result = (m._meta.db_table for m in (Petition, PetitionRequest, ao_models.Result))
+    final = ", ".join(["%s"] * len(FINAL_STATUSES))
+    since = timezone.now() - PENDING_TIMEOUT
+    sent = (f"FROM {request} r WHERE r.created_at >= %s "
+            f"AND NOT EXISTS (SELECT 1 FROM {petition} p WHERE p.id = r.message_id)")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT COUNT(*) FROM {petition} WHERE status NOT IN ({final})), (SELECT COUNT(*) {sent}), "
+            f"(SELECT COUNT(*) {sent} AND EXISTS (SELECT 1 FROM {result} x WHERE x.process_id = %s "
+            "AND x.message_id = r.message_id))",
+            [*FINAL_STATUSES, since, since, war or ""])
+        open_in_log, waiting_sent, answered_count = cursor.fetchone()
+        answered: list[str] = []
+        if answered_count:
+            cursor.execute(f"SELECT r.message_id {sent} AND EXISTS (SELECT 1 FROM {result} x "
+                           "WHERE x.process_id = %s AND x.message_id = r.message_id)", [since, war])
+            answered = [row[0] for row in cursor.fetchall()]
+    waiting = open_in_log + waiting_sent - len(transfer_errors(war, answered))
     return FedQueue(waiting=waiting, **_decision_time())
 
 

@@ -293,9 +293,9 @@ def _running_fed() -> selectors.FedParams:
     return params
 
 
-def _check_queue() -> None:
+def _check_queue(war: str | None) -> None:
     """Refuse a petition the Fed could not decide within FED_MAX_WAIT_S, saying how long it would wait."""
-    queue = selectors.fed_queue()
+    queue = selectors.fed_queue(war)
     wait = queue.expected_wait_s
     if wait <= settings.FED_MAX_WAIT_S:
         return
@@ -310,7 +310,8 @@ def _check_queue() -> None:
     )
 
 
-def _check_petition_limits(*, user: AbstractBaseUser | None, petitioner: str, params: selectors.FedParams) -> None:
+def _check_petition_limits(*, user: AbstractBaseUser | None, petitioner: str, params: selectors.FedParams,
+                           state: selectors.PetitionerState) -> None:
     """Refuse a petition the account or address may not send now, or that the Fed's queue could not take, saying
     when it may."""
     recent = list(selectors.recent_requests(since=PETITION_WINDOW, user=user, petitioner=petitioner))
@@ -320,7 +321,7 @@ def _check_petition_limits(*, user: AbstractBaseUser | None, petitioner: str, pa
     if sent >= settings.PETITIONS_PER_HOUR:
         raise RateLimited(f"at most {settings.PETITIONS_PER_HOUR} petitions per hour; try again later",
                           retry_after=int(PETITION_WINDOW.total_seconds()))
-    ends = selectors.cooldown_ends(params, petitioner)
+    ends = selectors.cooldown_ends(params, petitioner, last=state.last, known=True)
     if ends is not None:
         wait = (ends - timezone.now()).total_seconds()
         raise RateLimited(
@@ -329,7 +330,7 @@ def _check_petition_limits(*, user: AbstractBaseUser | None, petitioner: str, pa
             f"{ends:%H:%M} UTC on {ends:%d %b}; nothing was sent",
             retry_after=int(wait) + 1,
         )
-    _check_queue()
+    _check_queue(params.war)
 
 
 def petition_submit(
@@ -339,7 +340,8 @@ def petition_submit(
     text, sender_name = petition_validate(text=text, sender_name=sender_name)
     params = _running_fed()
     row = _custodial(user)
-    have = selectors.balance(params.war, row.address)
+    state = selectors.petitioner_state(params, row.address)
+    have = state.balance
     if have < params.offering:
         raise InsufficientBalance(
             f"a petition carries {format_amount(params.offering)} wAR and your balance is {format_amount(have)} wAR; "
@@ -354,7 +356,7 @@ def petition_submit(
     )
     with transaction.atomic():
         CustodialWallet.objects.select_for_update().filter(pk=row.pk).first()  # one submission at a time per account
-        _check_petition_limits(user=user, petitioner=row.address, params=params)
+        _check_petition_limits(user=user, petitioner=row.address, params=params, state=state)
         _submit(item)
         request = PetitionRequest.objects.create(
             message_id=item.id, user=user, petitioner=row.address, sender_name=sender_name, text=text,
@@ -389,13 +391,14 @@ def petition_submit_signed(*, raw: bytes) -> PetitionRequest:
                                           sender_name=item.tag("X-Sender-Name") or "")
     petitioner = item.owner_address
     user = selectors.linked_user(petitioner)
-    have = selectors.balance(params.war, petitioner)
+    state = selectors.petitioner_state(params, petitioner)
+    have = state.balance
     if have < params.offering:
         raise InsufficientBalance(
             f"{petitioner} holds {format_amount(have)} wAR; a petition carries {format_amount(params.offering)} wAR"
         )
     with transaction.atomic():
-        _check_petition_limits(user=user, petitioner=petitioner, params=params)
+        _check_petition_limits(user=user, petitioner=petitioner, params=params, state=state)
         _submit(item)
         request = PetitionRequest.objects.create(
             message_id=item.id, user=user, petitioner=petitioner, sender_name=sender_name, text=text,

@@ -44,7 +44,7 @@ def test_a_second_petition_shows_when_the_address_may_petition_again(
     params = dataclasses.replace(selectors.fed_params(), cooldown_ms=23 * 3600 * 1000)
     ends = timezone.now() + dt.timedelta(hours=21, minutes=13, seconds=30)
     monkeypatch.setattr(selectors, "fed_params", lambda process_id=None: params)
-    monkeypatch.setattr(selectors, "cooldown_ends", lambda p, address: ends)
+    monkeypatch.setattr(selectors, "cooldown_ends", lambda p, address, **_: ends)
     page = _client(funded).get(reverse("web:petition-new")).content.decode()
     assert "One petition per address every 23 h" in page
     assert re.search(r"You can petition again in <strong id=\"next-petition\">21 h 14 min</strong>", page)
