@@ -79,10 +79,6 @@ def _raise(error_ptr: int) -> None:
     raise error
 
 
-def _put_string(address: int, text: str) -> None:
-    _put_bytes(address, text.encode("utf-8"))
-
-
 def _put_bytes(address: int, raw: bytes) -> None:
     _u8_at(address).value = _STRING
     _vec_new(address + PAYLOAD, len(raw), raw)
@@ -99,6 +95,7 @@ class StringCall:
     def __init__(self, func: Any, store: Any) -> None:
         self._func = ctypes.addressof(func._func)
         self._context = ctypes.cast(store._context(), ctypes.c_void_p).value
+        # Zeroed: kind 0 is a bool, which owns nothing (wasmtime_component_val_delete leaves it alone).
         self._args = (ctypes.c_uint8 * (2 * VAL_SIZE))()
         self._result = (ctypes.c_uint8 * VAL_SIZE)()
         self._args_at = ctypes.addressof(self._args)
@@ -107,11 +104,11 @@ class StringCall:
 
     def __call__(self, first: str, second: str) -> str:
         args, result = self._args_at, self._result_at
-        _put_string(args, first)
+        raw = first.encode("utf-8")  # anything that can fail, before a value is written
         if self._second[0] is not second:
             self._second = (second, second.encode("utf-8"))
+        _put_bytes(args, raw)
         _put_bytes(args + VAL_SIZE, self._second[1])
-        _u8_at(result).value = _BOOL  # nothing owned until the call fills it
         try:
             error = _func_call(self._func, self._context, args, 2, result, 1)
             if error:
@@ -120,10 +117,9 @@ class StringCall:
                 raise WasmtimeError("the export returned something other than a string")
             return _get_string(result)
         finally:
-            _val_delete(args)
-            _val_delete(args + VAL_SIZE)
-            _val_delete(result)
-            _u8_at(result).value = _BOOL
+            for owned in (args, args + VAL_SIZE, result):
+                _val_delete(owned)
+                _u8_at(owned).value = _BOOL  # owns nothing now: deleting it again is harmless
 
     def post_return(self) -> None:
         error = _post_return(self._func, self._context)
@@ -152,13 +148,16 @@ def string_to_option_string(fn: Callable[[str], str | None]) -> Any:
 
     def body(args: int, results: int) -> None:
         value = fn(_get_string(args))
-        _u8_at(results).value = _OPTION
         if value is None:
+            _u8_at(results).value = _OPTION
             _ptr_at(results + PAYLOAD).value = None
             return
+        raw = value.encode("utf-8")  # what can fail, before the result is written
         scratch = (ctypes.c_uint8 * VAL_SIZE)()
-        _put_string(ctypes.addressof(scratch), value)
-        _ptr_at(results + PAYLOAD).value = _val_new(ctypes.addressof(scratch))
+        _put_bytes(ctypes.addressof(scratch), raw)
+        some = _val_new(ctypes.addressof(scratch))  # takes the string over
+        _u8_at(results).value = _OPTION
+        _ptr_at(results + PAYLOAD).value = some
 
     return _callback(body)
 

@@ -7,8 +7,9 @@ any worker to compute them (task ``ao.llm_ahead``), so a petition's governors ru
 as there are free. When the message that asks (``llm.complete``) is evaluated, ``obtain`` looks its request up:
 
 - computed: that answer;
-- being computed by a live worker: wait for it (and nothing else: the asking message is on its process's
-  critical path, and other workers take the other requests);
+- being computed by a live worker: wait for it, and meanwhile compute the next completion the same process
+  hinted that no worker has taken yet (the asking worker would otherwise idle while it holds the process: with
+  two workers, one computed and the other waited);
 - waiting, or its worker died (claim expired), or never hinted: compute it here.
 
 The key is everything that determines the output: the request (prefix, parts, grammar, max tokens), the model's
@@ -48,6 +49,7 @@ MAX_HINTS = 8  # per message: more are ignored (a hint is only a hint)
 CLAIM_S = 30.0  # a computing worker renews its claim every third of this; a dead one's is taken over after it
 POLL_S = 0.05  # how often a waiting evaluation looks again
 KEEP_S = 3600.0  # the sweeper deletes rows older than this
+STEAL_LOOK = 8  # rows a waiting evaluation tries to claim for itself, oldest first
 
 State = models.Completion.State
 _sleep = time.sleep  # how a waiting evaluation waits (tests stand in another worker here)
@@ -216,8 +218,10 @@ def compute(key: str, engine_for: Callable[[str, str], llm.LlamaEngine]) -> bool
     return row is not None and _compute_claimed(row, holder, engine_for) is not None
 
 
-def obtain(key: str, compute_here: Callable[[], llm.Completion], *, wait_s: float) -> llm.Completion:
-    """The completion under `key`: found, waited for, or computed here (see the module docstring)."""
+def obtain(key: str, compute_here: Callable[[], llm.Completion], *, wait_s: float,
+           engine_for: Callable[[str, str], llm.LlamaEngine] | None = None) -> llm.Completion:
+    """The completion under `key`: found, waited for, or computed here (see the module docstring). With
+    `engine_for`, a wait computes another of the process's hinted completions meanwhile (``steal``)."""
     holder = _holder()
     begun = time.monotonic()
     deadline, waited = begun + wait_s, False
@@ -234,7 +238,20 @@ def obtain(key: str, compute_here: Callable[[], llm.Completion], *, wait_s: floa
         if time.monotonic() > deadline:
             return compute_here()  # a live claim that never finishes: the same answer, computed here
         waited = True
-        _sleep(POLL_S)
+        if engine_for is None or not steal(row.process_id, holder, engine_for, besides=key):
+            _sleep(POLL_S)
+
+
+def steal(process_id: str, holder: str, engine_for: Callable[[str, str], llm.LlamaEngine], *,
+          besides: str) -> bool:
+    """Compute the oldest hinted completion of the process that no live worker has (other than `besides`);
+    True if one was computed."""
+    for row in models.Completion.objects.filter(_claimable(), process_id=process_id).exclude(key=besides).order_by(
+            "nonce", "created_at")[:STEAL_LOOK]:
+        if _claim(row.key, holder):
+            log.info("completion %s: computed while waiting for %s", row.key[:12], besides[:12])
+            return _compute_claimed(row, holder, engine_for) is not None
+    return False
 
 
 def sweep(*, keep_s: float = KEEP_S) -> int:

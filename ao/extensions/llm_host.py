@@ -151,7 +151,7 @@ class LlmBinding:
 
             if self.ahead and llm_ahead.enabled():
                 key = llm_ahead.key_for(sha, req, engine_pool())
-                done = llm_ahead.obtain(key, here, wait_s=AHEAD_WAIT_S)
+                done = llm_ahead.obtain(key, here, wait_s=AHEAD_WAIT_S, engine_for=engine_for_model)
             else:
                 done = here()
         except MemoryError as exc:

@@ -96,7 +96,7 @@ def test_a_row_computed_wrong_is_caught_by_replay(tiny_model: str) -> None:
 
 
 @pytest.mark.django_db
-def test_a_message_waits_for_a_live_claim_and_does_nothing_else_meanwhile(
+def test_a_message_waiting_for_a_live_claim_computes_the_next_hinted_completion_meanwhile(
     tiny_model: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fed = make_fed(tiny_model).process_id
@@ -118,14 +118,19 @@ def test_a_message_waits_for_a_live_claim_and_does_nothing_else_meanwhile(
     monkeypatch.setattr(llm_ahead, "_sleep", other_worker_finishes)
     seen = _count_completions(monkeypatch)
     batch.evaluate_pending(process_id=fed)
-    # It waited, computing nothing (the Deliberate is on the Fed's critical path; other workers take the rest),
-    # and voted with the other worker's answer.
-    assert len(waits) == 3 and seen == []
-    assert models.Completion.objects.get(key=second.key).state == State.PENDING
+    # Instead of idling while the other worker computed the first governor's answer, it computed the second
+    # governor's (the next one no worker had), then voted with the other worker's answer.
+    second_text = llm_ahead.request_from(second.request).parts[0].text
+    assert seen == [second_text] and len(waits) == 3
+    stolen = models.Completion.objects.get(key=second.key)
+    assert stolen.state == State.DONE and stolen.output is not None
     assert value(fed, f"petition/{pid}")["votes"][0]["raw"] == answer.text
-    monkeypatch.undo()
+    # The second governor's Deliberate finds that answer: nothing is computed again.
     settle()
-    assert value(fed, f"petition/{pid}")["status"] == "decided"
+    assert seen == [second_text]
+    stored = value(fed, f"petition/{pid}")
+    assert stored["status"] == "decided" and stored["votes"][1]["raw"] == stolen.output["text"]
+    monkeypatch.undo()
     assert verify.verify_process(process_id=fed).ok
 
 
