@@ -105,10 +105,13 @@ def fed_params(process_id: str | None = None) -> FedParams | None:
     )
 
 
-def cooldown_ends(params: FedParams, address: str, *, last: Any = None, known: bool = False) -> dt.datetime | None:
-    """When the Fed will next accept a petition from this address, if it would refund one now. ``known``: `last`
-    is the Fed's `last/<address>` already read (``petitioner_state``)."""
-    if not known:
+_UNREAD = object()
+
+
+def cooldown_ends(params: FedParams, address: str, *, last: Any = _UNREAD) -> dt.datetime | None:
+    """When the Fed will next accept a petition from this address, if it would refund one now. `last`: the Fed's
+    `last/<address>` if already read (``petitioner_state``; None when it has none)."""
+    if last is _UNREAD:
         last = state_value(params.process_id, f"last/{address}")
     if last is None or params.cooldown_ms is None:
         return None
@@ -302,11 +305,11 @@ def fed_queue(war: str | None = None) -> FedQueue:
     sent = (f"FROM {request} r WHERE r.created_at >= %s "
             f"AND NOT EXISTS (SELECT 1 FROM {petition} p WHERE p.id = r.message_id)")
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT (SELECT COUNT(*) FROM {petition} WHERE status NOT IN ({final})), (SELECT COUNT(*) {sent}), "
-            f"(SELECT COUNT(*) {sent} AND EXISTS (SELECT 1 FROM {result} x WHERE x.process_id = %s "
-            "AND x.message_id = r.message_id))",
-            [*FINAL_STATUSES, since, since, war or ""])
+        cursor.execute(  # the sent petitions read once: all of them, and those the wAR ledger answered
+            f"SELECT (SELECT COUNT(*) FROM {petition} WHERE status NOT IN ({final})), COUNT(*), "
+            f"COUNT(CASE WHEN EXISTS (SELECT 1 FROM {result} x WHERE x.process_id = %s "
+            f"AND x.message_id = r.message_id) THEN 1 END) {sent}",
+            [*FINAL_STATUSES, war or "", since])
         open_in_log, waiting_sent, answered_count = cursor.fetchone()
         answered: list[str] = []
         if answered_count:

@@ -321,7 +321,7 @@ def _check_petition_limits(*, user: AbstractBaseUser | None, petitioner: str, pa
     if sent >= settings.PETITIONS_PER_HOUR:
         raise RateLimited(f"at most {settings.PETITIONS_PER_HOUR} petitions per hour; try again later",
                           retry_after=int(PETITION_WINDOW.total_seconds()))
-    ends = selectors.cooldown_ends(params, petitioner, last=state.last, known=True)
+    ends = selectors.cooldown_ends(params, petitioner, last=state.last)
     if ends is not None:
         wait = (ends - timezone.now()).total_seconds()
         raise RateLimited(

@@ -246,3 +246,21 @@ def test_an_https_request_gets_hsts(client: Client, settings: object, stand_in_f
     settings.SECURE_HSTS_SECONDS = 31536000
     response = client.get(reverse("web:home"), secure=True)
     assert response["Strict-Transport-Security"] == "max-age=31536000"
+
+
+def test_sent_petitions_the_log_does_not_show_yet_wait_unless_the_wallet_refused_them(
+        stand_in_fed: str, ledgers: dict[str, str]) -> None:
+    war = ledgers["wAR"]
+    ids = [f"sent-{i}".ljust(43, "x") for i in range(4)]
+    for message_id in ids:
+        PetitionRequest.objects.create(message_id=message_id, petitioner="p" * 43, sender_name="A", text="t",
+                                       offering=1, source=PetitionRequest.Source.SIGNED)
+    Petition.objects.create(id=ids[0], petitioner="p" * 43, status="decided", received_at=timezone.now())
+    answers = {ids[1]: "Debit-Notice", ids[2]: selectors.TRANSFER_ERROR}  # one on its way, one refused
+    nonce = models.Process.objects.get(id=war).next_nonce
+    for i, (message_id, action) in enumerate(answers.items()):
+        models.Result.objects.create(process_id=war, nonce=nonce + 1000 + i, message_id=message_id, gas_used=0,
+                                     state_hash="0" * 64, body={"Messages": [{"Tags": [
+                                         {"name": "Action", "value": action}]}]})
+    # In the log and final: not waiting; answered by a Debit-Notice, or unanswered: waiting; refused: not.
+    assert selectors.fed_queue(war).waiting == 2
