@@ -305,11 +305,11 @@ def fed_queue(war: str | None = None) -> FedQueue:
     sent = (f"FROM {request} r WHERE r.created_at >= %s "
             f"AND NOT EXISTS (SELECT 1 FROM {petition} p WHERE p.id = r.message_id)")
     with connection.cursor() as cursor:
-        cursor.execute(  # the sent petitions read once: all of them, and those the wAR ledger answered
-            f"SELECT (SELECT COUNT(*) FROM {petition} WHERE status NOT IN ({final})), COUNT(*), "
-            f"COUNT(CASE WHEN EXISTS (SELECT 1 FROM {result} x WHERE x.process_id = %s "
-            f"AND x.message_id = r.message_id) THEN 1 END) {sent}",
-            [*FINAL_STATUSES, war or "", since])
+        cursor.execute(
+            f"SELECT (SELECT COUNT(*) FROM {petition} WHERE status NOT IN ({final})), (SELECT COUNT(*) {sent}), "
+            f"(SELECT COUNT(*) {sent} AND EXISTS (SELECT 1 FROM {result} x WHERE x.process_id = %s "
+            "AND x.message_id = r.message_id))",
+            [*FINAL_STATUSES, since, since, war or ""])
         open_in_log, waiting_sent, answered_count = cursor.fetchone()
         answered: list[str] = []
         if answered_count:
