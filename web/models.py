@@ -92,14 +92,27 @@ class PetitionRequest(models.Model):
     sender_name = models.CharField(max_length=MAX_NAME_CHARS)
     text = models.CharField(max_length=MAX_PETITION_CHARS)
     offering = _amount()
+    class Answer(models.TextChoices):
+        WAITING = "", "not evaluated by the wAR ledger yet"
+        CREDITED = "credited", "the wAR ledger credited the Fed (the petition is in the Fed's log)"
+        REFUSED = "refused", "the wAR ledger refused the transfer"
+
     source = models.CharField(max_length=8, choices=Source.choices)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The wAR ledger's answer to the transfer, written by the projection in the transaction that projects the
+    # ledger's result (web.projection): the petition intake counts the unanswered ones without reading results.
+    ledger_answer = models.CharField(max_length=8, choices=Answer.choices, default=Answer.WAITING, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [models.Index(fields=["created_at"], condition=models.Q(ledger_answer=""),
+                                name="request_unanswered")]
 
 
 # --- read models (web.projection writes these; `manage.py web rebuild` recreates them) --------------------
+
+
+OPEN_STATUSES = ("submitted", "received", "deliberating")  # Petition.Status without a final word
 
 
 class Petition(models.Model):
@@ -134,6 +147,12 @@ class Petition(models.Model):
 
     class Meta:
         ordering = ["-submitted_at", "-received_at", "id"]
+        indexes = [
+            # The Fed's backlog is counted on every petition submission: only the open petitions are indexed.
+            models.Index(fields=["status"], condition=models.Q(status__in=OPEN_STATUSES), name="petition_open"),
+            # Its recent decision times: the latest finished petitions.
+            models.Index(fields=["finished_at"], name="petition_finished"),
+        ]
 
     def __str__(self) -> str:
         return f"petition {self.id} ({self.status})"

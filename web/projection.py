@@ -21,7 +21,7 @@ from django.db import transaction
 from ao import models as ao_models
 from ao.permaweb import dataitem
 from web import selectors
-from web.models import MAX_NAME_CHARS, MAX_PETITION_CHARS, Grant, Petition, Projection, Vote
+from web.models import MAX_NAME_CHARS, MAX_PETITION_CHARS, Grant, Petition, PetitionRequest, Projection, Vote
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ def project_fed(*, fed_process_id: str) -> int:
     applied = 0
     war = _war_of(fed_process_id)
     if war is not None:
-        applied += _project(war, lambda result, assignment: _apply_war(result, assignment, fed_process_id))
+        applied += _project(war, lambda result, assignment: _apply_war(result, assignment, fed_process_id),
+                            after=_answer_requests)
     applied += _project(fed_process_id, _apply_fed)
     return applied
 
@@ -79,8 +80,10 @@ def _war_of(fed_process_id: str) -> str | None:
     return config.get("War-Token") or selectors.token_process_id(selectors.WAR)
 
 
-def _project(process_id: str, apply: Applier) -> int:
-    """Apply a process's unprojected results in nonce order, a batch per transaction; stop at the first gap."""
+def _project(process_id: str, apply: Applier,
+             after: Callable[[list[ao_models.Result]], None] | None = None) -> int:
+    """Apply a process's unprojected results in nonce order, a batch per transaction; stop at the first gap.
+    ``after``: called with each applied batch, in its transaction."""
     done = 0
     while True:
         cursor = Projection.objects.filter(process_id=process_id).values_list("next_nonce", flat=True).first() or 0
@@ -111,6 +114,8 @@ def _project(process_id: str, apply: Applier) -> int:
             }
             for result in contiguous:
                 apply(result, assignments.get(result.nonce))
+            if after is not None:
+                after(contiguous)
             locked.next_nonce = contiguous[-1].nonce + 1
             locked.save(update_fields=["next_nonce", "updated_at"])
         done += len(contiguous)
@@ -193,6 +198,21 @@ def _apply_war(result: ao_models.Result, assignment: ao_models.Assignment | None
         if not created and petition.submitted_at is None:
             petition.submitted_at = at
             petition.save(update_fields=["submitted_at"])
+
+
+def _answer_requests(results: list[ao_models.Result]) -> None:
+    """Record the wAR ledger's answer on the petitions this site sent among these results: credited when the
+    transfer put the petition in the Fed's log (its Petition row, written just before), else refused."""
+    sent = list(PetitionRequest.objects.filter(message_id__in=[r.message_id for r in results],
+                                               ledger_answer=PetitionRequest.Answer.WAITING)
+                .values_list("message_id", flat=True))
+    if not sent:
+        return
+    credited = set(Petition.objects.filter(id__in=sent).values_list("id", flat=True))
+    for answer, ids in ((PetitionRequest.Answer.CREDITED, credited),
+                        (PetitionRequest.Answer.REFUSED, set(sent) - credited)):
+        if ids:
+            PetitionRequest.objects.filter(message_id__in=ids).update(ledger_answer=answer)
 
 
 # --- the Fed: Petition-* messages and grant replies ---------------------------------------------------------

@@ -20,7 +20,16 @@ from django.utils import timezone
 from ao import models as ao_models
 from ao.compute import health
 from web.formatting import format_amount
-from web.models import CustodialWallet, FaucetDrip, Grant, LinkedAddress, Petition, PetitionRequest, Vote
+from web.models import (
+    OPEN_STATUSES,
+    CustodialWallet,
+    FaucetDrip,
+    Grant,
+    LinkedAddress,
+    Petition,
+    PetitionRequest,
+    Vote,
+)
 
 WAR, LLAMA = "wAR", "LLAMA"
 TICKERS = (WAR, LLAMA)
@@ -255,17 +264,14 @@ def recent_requests(*, since: dt.timedelta, user: AbstractBaseUser | None = None
 
 
 def open_requests(requests: Sequence[PetitionRequest]) -> list[PetitionRequest]:
-    """Those of the requests sent within PENDING_TIMEOUT that have no final word yet (not decided, refunded, failed)."""
+    """Those of the requests sent within PENDING_TIMEOUT that have no final word yet: not answered by the wAR
+    ledger, or credited to the Fed and not decided, refunded or failed there (a refused transfer is final)."""
     since = timezone.now() - PENDING_TIMEOUT
-    requests = [r for r in requests if r.created_at >= since]
-    if not requests:
-        return []
-    final = set(
-        Petition.objects.filter(id__in=[r.message_id for r in requests], status__in=FINAL_STATUSES)
-        .values_list("id", flat=True)
-    )
-    failed = transfer_errors(token_process_id(WAR), [r.message_id for r in requests])
-    return [r for r in requests if r.message_id not in final and r.message_id not in failed]
+    requests = [r for r in requests if r.created_at >= since and r.ledger_answer != PetitionRequest.Answer.REFUSED]
+    credited = [r.message_id for r in requests if r.ledger_answer == PetitionRequest.Answer.CREDITED]
+    final = set(Petition.objects.filter(id__in=credited, status__in=FINAL_STATUSES).values_list("id", flat=True)
+                ) if credited else set()
+    return [r for r in requests if r.message_id not in final]
 
 
 FINAL_STATUSES = (Petition.Status.DECIDED, Petition.Status.REFUNDED, Petition.Status.FAILED)
@@ -289,35 +295,23 @@ class FedQueue:
         return (self.waiting + 1) * self.seconds_per_decision
 
 
-def fed_queue(war: str | None = None) -> FedQueue:
-    """The backlog (petitions in the log not final yet, and those this site sent that the log does not show yet)
-    and the Fed's time per decision: the median over its recent decisions of the time this node recorded the
-    decision minus the later of the petition's arrival and the decision before it (the time the Fed spent on it,
-    not the time it queued)."""
-    # Counted in the database in one statement, so a petition's intake check costs the same whatever the backlog:
-    # only the sent petitions the wAR ledger has answered but the Fed has not seen (refused, or on their way) are
-    # read. Plain SQL: this runs on every petition submission, where building the ORM's queries cost more than
-    # running them.
-    war = war or token_process_id(WAR)
-    petition, request, result = (m._meta.db_table for m in (Petition, PetitionRequest, ao_models.Result))
-    final = ", ".join(["%s"] * len(FINAL_STATUSES))
-    since = timezone.now() - PENDING_TIMEOUT
-    sent = (f"FROM {request} r WHERE r.created_at >= %s "
-            f"AND NOT EXISTS (SELECT 1 FROM {petition} p WHERE p.id = r.message_id)")
+def fed_queue() -> FedQueue:
+    """The backlog (petitions in the log not final yet, and those this site sent that the wAR ledger has not
+    answered yet) and the Fed's time per decision: the median over its recent decisions of the time this node
+    recorded the decision minus the later of the petition's arrival and the decision before it (the time the Fed
+    spent on it, not the time it queued)."""
+    # One statement over two partial indexes (the open petitions, the unanswered requests), so a petition's intake
+    # check reads only the backlog itself, never the ledger's results or the decided petitions. Plain SQL: this
+    # runs on every petition submission, where building the ORM's queries cost more than running them.
+    petition, request = Petition._meta.db_table, PetitionRequest._meta.db_table
+    open_marks = ", ".join(["%s"] * len(OPEN_STATUSES))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT (SELECT COUNT(*) FROM {petition} WHERE status NOT IN ({final})), (SELECT COUNT(*) {sent}), "
-            f"(SELECT COUNT(*) {sent} AND EXISTS (SELECT 1 FROM {result} x WHERE x.process_id = %s "
-            "AND x.message_id = r.message_id))",
-            [*FINAL_STATUSES, since, since, war or ""])
-        open_in_log, waiting_sent, answered_count = cursor.fetchone()
-        answered: list[str] = []
-        if answered_count:
-            cursor.execute(f"SELECT r.message_id {sent} AND EXISTS (SELECT 1 FROM {result} x "
-                           "WHERE x.process_id = %s AND x.message_id = r.message_id)", [since, war])
-            answered = [row[0] for row in cursor.fetchall()]
-    waiting = open_in_log + waiting_sent - len(transfer_errors(war, answered))
-    return FedQueue(waiting=waiting, **_decision_time())
+            f"SELECT (SELECT COUNT(*) FROM {petition} WHERE status IN ({open_marks})), "
+            f"(SELECT COUNT(*) FROM {request} WHERE ledger_answer = %s AND created_at >= %s)",
+            [*OPEN_STATUSES, PetitionRequest.Answer.WAITING, timezone.now() - PENDING_TIMEOUT])
+        open_in_log, unanswered = cursor.fetchone()
+    return FedQueue(waiting=open_in_log + unanswered, **_decision_time())
 
 
 def _decision_time() -> dict[str, Any]:

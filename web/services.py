@@ -293,9 +293,9 @@ def _running_fed() -> selectors.FedParams:
     return params
 
 
-def _check_queue(war: str | None) -> None:
+def _check_queue() -> None:
     """Refuse a petition the Fed could not decide within FED_MAX_WAIT_S, saying how long it would wait."""
-    queue = selectors.fed_queue(war)
+    queue = selectors.fed_queue()
     wait = queue.expected_wait_s
     if wait <= settings.FED_MAX_WAIT_S:
         return
@@ -330,7 +330,7 @@ def _check_petition_limits(*, user: AbstractBaseUser | None, petitioner: str, pa
             f"{ends:%H:%M} UTC on {ends:%d %b}; nothing was sent",
             retry_after=int(wait) + 1,
         )
-    _check_queue(params.war)
+    _check_queue()
 
 
 def petition_submit(

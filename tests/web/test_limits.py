@@ -21,10 +21,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from ao import models
+from ao import services as ao_services
+from ao.permaweb import dataitem
 from tests.web.conftest import settle, war_balance
 from web import selectors, services
 from web.errors import FedBusy
-from web.models import Petition, PetitionRequest
+from web.models import OPEN_STATUSES, Petition, PetitionRequest
 
 pytestmark = pytest.mark.django_db
 
@@ -214,6 +216,48 @@ def test_before_any_decision_the_queue_uses_a_default_time(stand_in_fed: str) ->
     assert (queue.waiting, queue.seconds_per_decision, queue.measured) == (0, selectors.DEFAULT_DECISION_S, False)
 
 
+def test_every_petition_status_is_open_or_final() -> None:
+    assert not set(OPEN_STATUSES) & set(selectors.FINAL_STATUSES)
+    assert set(OPEN_STATUSES) | set(selectors.FINAL_STATUSES) == set(Petition.Status.values)
+
+
+def test_sent_petitions_wait_until_the_ledger_answers_and_a_refused_one_is_final(funded: AbstractBaseUser) -> None:
+    address = funded.custodial_wallet.address
+
+    def waiting() -> int:
+        return selectors.fed_queue().waiting
+
+    def answer(request: PetitionRequest) -> str:
+        request.refresh_from_db()
+        return request.ledger_answer
+
+    # Sent, not evaluated by wAR yet: it waits, and blocks the account's next petition.
+    first = services.petition_submit(user=funded, text="I mend fishing nets for my village.", sender_name="Alice")
+    assert (answer(first), waiting()) == ("", 1)
+    assert selectors.open_requests([first]) == [first]
+    # Credited to the Fed: now the log's petition, counted once (not as sent and again as in the log).
+    settle()
+    assert (answer(first), Petition.objects.get(id=first.message_id).status, waiting()) == ("credited", "submitted", 1)
+    assert selectors.open_requests([first]) == [first]
+    Petition.objects.filter(id=first.message_id).update(status="decided", decided_at=timezone.now())
+    assert (waiting(), selectors.open_requests([first])) == (0, [])
+    # Refused by wAR: the account's own transfer, earlier in the log, empties its balance before the petition is
+    # evaluated (the site checked the balance the ledger had evaluated so far). Final: not waiting, not blocking.
+    wallet = services._open_wallet(selectors.wallet_of(funded))
+    drain = dataitem.create_data_item(wallet, b"", tags=[
+        ("Data-Protocol", "ao"), ("Variant", "ao.TN.1"), ("Type", "Message"), ("Action", "Transfer"),
+        ("Recipient", "r" * 43), ("Quantity", str(war_balance(address)))], target=selectors.token_process_id("wAR"),
+        anchor=os.urandom(32))
+    ao_services.mu_submit(raw=drain.serialize())
+    second = services.petition_submit(user=funded, text="I mend fishing nets again.", sender_name="Alice")
+    assert (answer(second), waiting()) == ("", 1)
+    settle()
+    assert (answer(second), war_balance(address), waiting()) == ("refused", 0, 0)
+    assert not Petition.objects.filter(id=second.message_id).exists()
+    assert selectors.open_requests([first, second]) == []
+    assert selectors.petition_status(second.message_id).transfer_error
+
+
 # --- security headers ---------------------------------------------------------------------------------------
 
 
@@ -246,21 +290,3 @@ def test_an_https_request_gets_hsts(client: Client, settings: object, stand_in_f
     settings.SECURE_HSTS_SECONDS = 31536000
     response = client.get(reverse("web:home"), secure=True)
     assert response["Strict-Transport-Security"] == "max-age=31536000"
-
-
-def test_sent_petitions_the_log_does_not_show_yet_wait_unless_the_wallet_refused_them(
-        stand_in_fed: str, ledgers: dict[str, str]) -> None:
-    war = ledgers["wAR"]
-    ids = [f"sent-{i}".ljust(43, "x") for i in range(4)]
-    for message_id in ids:
-        PetitionRequest.objects.create(message_id=message_id, petitioner="p" * 43, sender_name="A", text="t",
-                                       offering=1, source=PetitionRequest.Source.SIGNED)
-    Petition.objects.create(id=ids[0], petitioner="p" * 43, status="decided", received_at=timezone.now())
-    answers = {ids[1]: "Debit-Notice", ids[2]: selectors.TRANSFER_ERROR}  # one on its way, one refused
-    nonce = models.Process.objects.get(id=war).next_nonce
-    for i, (message_id, action) in enumerate(answers.items()):
-        models.Result.objects.create(process_id=war, nonce=nonce + 1000 + i, message_id=message_id, gas_used=0,
-                                     state_hash="0" * 64, body={"Messages": [{"Tags": [
-                                         {"name": "Action", "value": action}]}]})
-    # In the log and final: not waiting; answered by a Debit-Notice, or unanswered: waiting; refused: not.
-    assert selectors.fed_queue(war).waiting == 2
