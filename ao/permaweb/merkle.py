@@ -248,9 +248,15 @@ def compute_from_stream(fileobj: BinaryIO, size: int) -> tuple[bytes, ChunkTree]
 
 
 def validate_path(
-    root: bytes, offset: int, left_bound: int, right_bound: int, path: bytes
+    root: bytes, offset: int, left_bound: int, right_bound: int, path: bytes, proven: set[bytes] | None = None
 ) -> ValidatedChunk | None:
-    """Check that ``path`` proves a chunk holding ``offset`` under ``root``; return what it proves."""
+    """Check that ``path`` proves a chunk holding ``offset`` under ``root``; return what it proves.
+
+    ``proven``: branch records already checked against their expected hash (each key: the expected hash, then the
+    record), shared by the proofs of chunks under one root; a record found there is not hashed again, and one
+    checked here is added. Neighbouring chunks' proofs share every branch above them, so a window of chunks hashes
+    each branch once instead of once per chunk.
+    """
     if len(root) != HASH_SIZE:
         raise MalformedPathError(f"data_root must be {HASH_SIZE} bytes, got {len(root)}")
     if len(path) > MAX_DATA_PATH_SIZE:
@@ -266,8 +272,12 @@ def validate_path(
         left_id = path[cursor : cursor + HASH_SIZE]
         right_id = path[cursor + HASH_SIZE : cursor + 2 * HASH_SIZE]
         note_bytes = path[cursor + 2 * HASH_SIZE : cursor + BRANCH_RECORD_SIZE]
-        if _sha(_sha(left_id) + _sha(right_id) + _sha(note_bytes)) != expected:
-            return None
+        key = expected + path[cursor : cursor + BRANCH_RECORD_SIZE] if proven is not None else b""
+        if proven is None or key not in proven:
+            if _sha(_sha(left_id) + _sha(right_id) + _sha(note_bytes)) != expected:
+                return None
+            if proven is not None:
+                proven.add(key)
         split = int.from_bytes(note_bytes, "big")
         if dest < split:
             expected, right_bound = left_id, min(right_bound, split)
@@ -283,12 +293,14 @@ def validate_path(
     return ValidatedChunk(data_hash, left_bound, right_bound)
 
 
-def prove_chunk(root: bytes, data_size: int, chunk: bytes, path: bytes, offset: int) -> ValidatedChunk | None:
-    """What the proof establishes when ``chunk`` is the chunk holding ``offset`` under ``root``, else None."""
+def prove_chunk(root: bytes, data_size: int, chunk: bytes, path: bytes, offset: int,
+                proven_branches: set[bytes] | None = None) -> ValidatedChunk | None:
+    """What the proof establishes when ``chunk`` is the chunk holding ``offset`` under ``root``, else None.
+    ``proven_branches``: as validate_path's ``proven``."""
     if not 0 <= offset < data_size:
         return None
     try:
-        proven = validate_path(root, offset, 0, data_size, path)
+        proven = validate_path(root, offset, 0, data_size, path, proven_branches)
     except MerkleError:
         return None
     if proven is None or not proven.left_bound <= offset < proven.right_bound:
@@ -298,6 +310,8 @@ def prove_chunk(root: bytes, data_size: int, chunk: bytes, path: bytes, offset: 
     return proven
 
 
-def verify_chunk(root: bytes, data_size: int, chunk: bytes, path: bytes, offset: int) -> bool:
-    """True when ``chunk`` is the chunk holding ``offset`` of the data of ``data_size`` bytes under ``root``."""
-    return prove_chunk(root, data_size, chunk, path, offset) is not None
+def verify_chunk(root: bytes, data_size: int, chunk: bytes, path: bytes, offset: int,
+                 proven_branches: set[bytes] | None = None) -> bool:
+    """True when ``chunk`` is the chunk holding ``offset`` of the data of ``data_size`` bytes under ``root``
+    (``proven_branches``: as validate_path's ``proven``)."""
+    return prove_chunk(root, data_size, chunk, path, offset, proven_branches) is not None

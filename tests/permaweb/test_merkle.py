@@ -232,6 +232,31 @@ def test_flipping_any_byte_of_a_proof_breaks_it() -> None:
         assert merkle.validate_path(tree.root, chunk.start, 0, len(data), bytes(broken)) is None
 
 
+def test_branches_proven_once_for_a_window_refuse_what_they_refused_alone() -> None:
+    # A window's chunks share the set of branches already proven; it skips only a record it checked itself against
+    # the same expected hash, so every forgery a lone proof refuses is still refused once the set is full.
+    data = random_bytes(9 * MAX_CHUNK_SIZE + 11, seed=7)
+    tree, size = merkle.tree_for(data), len(data)
+    proven: set[bytes] = set()
+    for index, chunk in enumerate(tree.chunks):
+        assert merkle.verify_chunk(tree.root, size, data[chunk.start : chunk.end], tree.proof_for(index),
+                                   chunk.start, proven)
+    # Ten chunks, four levels: each distinct branch was recorded once, not once per chunk.
+    assert 0 < len(proven) < sum(len(tree.proof_for(i)) // merkle.BRANCH_RECORD_SIZE for i in range(len(tree.chunks)))
+    chunk, path = tree.chunks[4], tree.proof_for(4)
+    body = data[chunk.start : chunk.end]
+    tampered = bytearray(body)
+    tampered[3] ^= 1
+    assert not merkle.verify_chunk(tree.root, size, bytes(tampered), path, chunk.start, proven)
+    assert not merkle.verify_chunk(tree.root, size, body, tree.proof_for(5), chunk.start, proven)
+    for position in range(0, len(path), 7):
+        broken = bytearray(path)
+        broken[position] ^= 0x80
+        assert merkle.validate_path(tree.root, chunk.start, 0, size, bytes(broken), proven) is None
+    other = merkle.data_root(random_bytes(size, seed=8))
+    assert not merkle.verify_chunk(other, size, body, path, chunk.start, proven)
+
+
 def test_a_proof_against_another_root_fails() -> None:
     tree = merkle.tree_for(random_bytes(MAX_CHUNK_SIZE * 2 + 9, seed=5))
     other = merkle.data_root(random_bytes(MAX_CHUNK_SIZE * 2 + 9, seed=6))
