@@ -20,7 +20,9 @@ Then every decision is replayed (`ao.verify`, which computes every governor agai
 computed ahead) and must match the record. The baseline is the same run with 1 worker: the ratios are
 `two_vs_one_per_minute` (goal ≥ 1.8) and `two_vs_one_mean_latency` (goal ≤ 0.6). With `--raw`, this machine's own
 ceiling, measured last in the same run: the same committee through raw llama-cpp-python (its prefix cache on, one
-thread) in one process, then in two processes at once (`raw_llama_cpp_scaling`).
+thread) in one process, then in two processes at once (`raw_llama_cpp_scaling`); and token generation alone, the
+bulk of a warm governor's work, in one process and then two (`raw_generation_scaling`: two processes read the
+same weights for every token, so on this machine's memory they scale less than prompt work does).
 
 Prefix states are kept on disk by the first workers (``LlamaEngine.state_dir``): the 2-worker phase's workers are
 new processes on a machine that has them, the 1-worker phase's the first ever.
@@ -52,6 +54,9 @@ def main() -> None:
     if sys.argv[1:2] == ["--raw-child"]:
         _raw_child(sys.argv[2], int(sys.argv[3]))
         return
+    if sys.argv[1:2] == ["--generate-child"]:
+        _generate_child(sys.argv[2])
+        return
     parser = argparse.ArgumentParser()
     parser.add_argument("--petitions", type=int, default=6, help="petitions in each backlog")
     parser.add_argument("--workers", default="1,2", help="the worker counts to measure, in order")
@@ -78,6 +83,7 @@ def main() -> None:
         report["replay"] = _replay(world["fed"])
     if args.raw:
         report["raw_llama_cpp_scaling"] = _raw_scaling(RAW_DECISIONS)
+        report["raw_generation_scaling"] = _generation_scaling()
     print(json.dumps(report, indent=2))
 
 
@@ -98,16 +104,47 @@ def _raw_scaling(count: int) -> dict[str, Any]:
     path = str(_setup.default_model_file())
 
     def run(processes: int) -> list[float]:
-        children = [subprocess.Popen([sys.executable, __file__, "--raw-child", path, str(count)],
-                                     stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-                    for _ in range(processes)]
-        return [json.loads(c.communicate()[0].strip().splitlines()[-1])["seconds"] for c in children]
+        return [c["seconds"] for c in _children("--raw-child", path, str(count), processes=processes)]
 
     [alone] = run(1)
     together = run(2)
     per_minute_1, per_minute_2 = count / alone * 60, 2 * count / max(together) * 60
     return {"decisions_each": count, "one_process_per_minute": round(per_minute_1, 2),
             "two_processes_per_minute": round(per_minute_2, 2), "scaling": round(per_minute_2 / per_minute_1, 2)}
+
+
+GENERATE_TOKENS = 96  # per completion, three completions per process
+
+
+def _generate_child(path: str) -> None:
+    """In a child process: greedy token generation alone (a short prompt, one thread); prints tokens per second."""
+    from llm import raw_llama  # bench/llm.py: the engine's load settings
+
+    llama = raw_llama(Path(path))
+    prompt = "Write a long story about a llama who becomes the governor of a central bank."
+    llama.create_completion(prompt, max_tokens=8, temperature=0.0)
+    started, tokens = time.perf_counter(), 0
+    for _ in range(3):
+        tokens += llama.create_completion(prompt, max_tokens=GENERATE_TOKENS, temperature=0.0)["usage"][
+            "completion_tokens"]
+    print(json.dumps({"tokens_per_s": tokens / (time.perf_counter() - started)}))
+
+
+def _children(flag: str, *args: str, processes: int) -> list[dict[str, Any]]:
+    """Run ``processes`` copies of this bench's child ``flag`` at once; each one's JSON line."""
+    children = [subprocess.Popen([sys.executable, __file__, flag, *args], stdout=subprocess.PIPE, text=True,
+                                 env={**os.environ, "PYTHONPATH": str(ROOT)}) for _ in range(processes)]
+    return [json.loads(c.communicate()[0].strip().splitlines()[-1]) for c in children]
+
+
+def _generation_scaling() -> dict[str, Any]:
+    """The ceiling for work that is mostly token generation, as a warm governor's is (its prompt is restored from
+    a saved prefix state): tokens per second of one process alone, then of two at once, with the same weights."""
+    path = str(_setup.default_model_file())
+    alone = _children("--generate-child", path, processes=1)[0]["tokens_per_s"]
+    together = sum(c["tokens_per_s"] for c in _children("--generate-child", path, processes=2))
+    return {"one_process_tokens_per_s": round(alone, 2), "two_processes_tokens_per_s": round(together, 2),
+            "scaling": round(together / alone, 2)}
 
 
 def _governors(fed: str) -> int:
