@@ -272,7 +272,7 @@ def validate_path(
         left_id = path[cursor : cursor + HASH_SIZE]
         right_id = path[cursor + HASH_SIZE : cursor + 2 * HASH_SIZE]
         note_bytes = path[cursor + 2 * HASH_SIZE : cursor + BRANCH_RECORD_SIZE]
-        key = expected + path[cursor : cursor + BRANCH_RECORD_SIZE] if proven is not None else b""
+        key = expected + path[cursor : cursor + BRANCH_RECORD_SIZE]
         if proven is None or key not in proven:
             if _sha(_sha(left_id) + _sha(right_id) + _sha(note_bytes)) != expected:
                 return None
