@@ -47,6 +47,17 @@ _pool: tuple[int, ThreadPoolExecutor] | None = None
 _pool_lock = threading.Lock()
 
 
+_buffers = threading.local()
+
+
+def _chunk_buffer(length: int) -> memoryview:
+    """A view of ``length`` bytes of the calling thread's chunk buffer (valid until its next call)."""
+    buffer = getattr(_buffers, "buffer", None)
+    if buffer is None or len(buffer) < length:
+        buffer = _buffers.buffer = bytearray(max(length, merkle.MAX_CHUNK_SIZE))
+    return memoryview(buffer)[:length]
+
+
 def _verify_pool() -> ThreadPoolExecutor:
     """This process's chunk-verification threads (made after a fork, never inherited from the parent)."""
     global _pool
@@ -300,7 +311,9 @@ class EmbeddedStore(Store):
 
         def check(row: tuple[int, int, int, bytes]) -> int | None:
             index, lo, hi, path = row
-            body = os.pread(blob, hi - lo, lo)
+            body = _chunk_buffer(hi - lo)  # this thread's own buffer: no allocation (and page faults) per chunk
+            if os.preadv(blob, [body], lo) != hi - lo:
+                return index  # the blob is shorter than the chunk rows say: as good as a failed proof
             if not merkle.verify_chunk(root, size, body, bytes(path), lo, branches):
                 return index
             os.pwrite(fd, body, lo)

@@ -110,6 +110,14 @@ def test_chunks_verified_in_parallel_into_a_file_and_a_bad_one_never_written(
         copy = target.read_bytes()
         assert copy[4 * chunk:5 * chunk] == bytes(chunk)  # nothing of the bad chunk was written
         assert copy[:4 * chunk] == data[:4 * chunk] and copy[5 * chunk:] == data[5 * chunk:]
+        path.write_bytes(data[:-200])  # the blob loses its tail: the last chunk reads short
+        os.ftruncate(fd, 0)
+        os.ftruncate(fd, len(data))
+        with pytest.raises(ChunkVerificationError, match="chunk 9 does not match its proof"):
+            store.read_into(tx_id, 0, len(data), fd)
+        last = merkle.chunk_boundaries(len(data))[-1][0]
+        copy = target.read_bytes()
+        assert copy[:last] == data[:last] and copy[last:] == bytes(len(data) - last)
     finally:
         os.close(fd)
 
