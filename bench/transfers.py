@@ -73,8 +73,9 @@ def main() -> None:
         assert child.returncode == 0, child.returncode
     latencies = sorted(_delivery_latencies_ms(pid))
 
-    native_per_s = _native_rate(pid)
-    wasm_call_per_s = _wasm_call_rate(pid)
+    pctx, inputs = _handler_inputs(pid)
+    native_per_s = _native_rate(inputs, pctx.env_json)
+    wasm_call_per_s = _wasm_call_rate(pctx, inputs)
 
     connection.close()
     c0, t5 = time.process_time(), time.perf_counter()
@@ -200,7 +201,7 @@ def _where(profiler: cProfile.Profile) -> dict[str, float]:
     return {kind: round(value / whole, 3) for kind, value in totals.items()}
 
 
-def _native_rate(pid: str) -> float:
+def _native_rate(inputs: list[str], env_json: str) -> float:
     """The same handler natively, over the same message and env JSON, with a dict host: messages per second."""
     sys.path[:0] = [str(ROOT / "ledger" / "process"), str(ROOT / "ao" / "sdk")]
     from process_main import process  # type: ignore[import-not-found]
@@ -224,13 +225,12 @@ def _native_rate(pid: str) -> float:
         def log(self, line: str) -> None:
             pass
 
-    pctx, inputs = _handler_inputs(pid)
     best = float("inf")
     for _ in range(NATIVE_PASSES):  # the best of a few passes: the baseline at its warmest
         host, elapsed = DictHost(), 0.0
         for msg in inputs:  # only the handler is timed; its writes are applied off the clock, so it sees its state
             t0 = time.perf_counter()
-            out = process.handle(host, msg, pctx.env_json)
+            out = process.handle(host, msg, env_json)
             elapsed += time.perf_counter() - t0
             for key, value in (json.loads(out).get("Writes") or {}).items():
                 host.delete(key) if value is None else host.set(key, value)
@@ -254,7 +254,7 @@ def _handler_inputs(pid: str) -> tuple[Any, list[str]]:
     return process_context(pid), inputs
 
 
-def _wasm_call_rate(pid: str) -> float:
+def _wasm_call_rate(pctx: Any, inputs: list[str]) -> float:
     """The floor under every wasm path: the same handler over the same JSON, in the production runtime (fuel
     metered, instance windows as the compute unit keeps them), timing only the export call and its state imports.
     Its writes are applied off the clock, as the native baseline's are."""
@@ -264,7 +264,6 @@ def _wasm_call_rate(pid: str) -> float:
     from ao.effects.wasm_runtime import CallContext
     from ao.units import cu
 
-    pctx, inputs = _handler_inputs(pid)
     runtime = fresh_component_runtime()
     component = runtime.component(pctx.module_id, lambda: load_module(pctx.module_id))
     best = float("inf")

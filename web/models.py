@@ -84,6 +84,11 @@ class PetitionRequest(models.Model):
         API = "api", "API (session)"
         SIGNED = "signed", "API (client-signed data item)"
 
+    class Answer(models.TextChoices):
+        WAITING = "", "not evaluated by the wAR ledger yet"
+        CREDITED = "credited", "the wAR ledger credited the Fed (the petition is in the Fed's log)"
+        REFUSED = "refused", "the wAR ledger refused the transfer"
+
     message_id = models.CharField(max_length=ADDRESS_LENGTH, unique=True, help_text="the transfer = the petition id")
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="petition_requests"
@@ -92,11 +97,6 @@ class PetitionRequest(models.Model):
     sender_name = models.CharField(max_length=MAX_NAME_CHARS)
     text = models.CharField(max_length=MAX_PETITION_CHARS)
     offering = _amount()
-    class Answer(models.TextChoices):
-        WAITING = "", "not evaluated by the wAR ledger yet"
-        CREDITED = "credited", "the wAR ledger credited the Fed (the petition is in the Fed's log)"
-        REFUSED = "refused", "the wAR ledger refused the transfer"
-
     source = models.CharField(max_length=8, choices=Source.choices)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # The wAR ledger's answer to the transfer, written by the projection in the transaction that projects the
